@@ -1,0 +1,45 @@
+"""Base class for every config: unknown keys and wrong types are rejected, naming the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from safelrm.errors import SafelrmError
+
+C = TypeVar("C", bound="StrictModel")
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def validation_message(source: str, err: ValidationError) -> str:
+    """One line naming the first bad key, e.g. ``recipe.yaml: sft.lr: extra inputs ...``."""
+    first = err.errors()[0]
+    key = ".".join(str(p) for p in first["loc"]) or "(root)"
+    more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    return f"{source}: key '{key}': {first['msg'].lower()}{more}"
+
+
+def parse_config(cls: type[C], data: dict[str, Any], source: str = "config") -> C:
+    try:
+        return cls.model_validate(data)
+    except ValidationError as e:
+        raise SafelrmError(validation_message(source, e)) from None
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SafelrmError(f"{path}: file not found") from None
+    except yaml.YAMLError as e:
+        raise SafelrmError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise SafelrmError(f"{path}: expected a mapping at the top level")
+    return data

@@ -1,0 +1,143 @@
+"""The ``hf`` backend: batched transformers generation.
+
+Jobs are sorted by prompt length and run in left-padded batches with the KV cache. Sampling is
+done per row with the Gumbel-max trick over a row-seeded generator, so a (request, sample) gives
+the same text whatever batch it lands in, which keeps resumed runs reproducible.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from transformers import LogitsProcessor, LogitsProcessorList
+
+from safelrm.models.engine import Completion, CompletionResult, register_backend
+from safelrm.models.loading import LoadedModel, load_model
+
+
+class RowSampler(LogitsProcessor):
+    """Temperature, top-p and a Gumbel draw per row; greedy rows (temperature 0) pass through.
+
+    ``argmax(logits / T + Gumbel)`` is a sample from ``softmax(logits / T)``, so greedy decoding
+    over these scores samples, each row from its own generator.
+    """
+
+    def __init__(self, jobs: Sequence[Completion], device: torch.device) -> None:
+        self.jobs = jobs
+        self.generators = [
+            torch.Generator(device="cpu").manual_seed(j.seed) if j.temperature > 0 else None
+            for j in jobs
+        ]
+        self.device = device
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.Tensor:
+        scores = scores.float()
+        for i, (job, gen) in enumerate(zip(self.jobs, self.generators, strict=True)):
+            if gen is None:
+                continue
+            row = scores[i] / job.temperature
+            if job.top_p < 1.0:
+                sorted_logits, order = torch.sort(row, descending=True)
+                cum = torch.softmax(sorted_logits, dim=-1).cumsum(-1)
+                drop = cum - torch.softmax(sorted_logits, dim=-1) >= job.top_p
+                row = row.scatter(0, order[drop], float("-inf"))
+            u = torch.rand(row.shape, generator=gen).clamp_(1e-10, 1.0).to(row.device)
+            scores[i] = row - torch.log(-torch.log(u))
+        return scores
+
+
+class HFBackend:
+    name = "hf"
+
+    def __init__(
+        self,
+        model: str | LoadedModel = "default",
+        batch_size: int = 16,
+        dtype: Any = None,
+        device: str | None = None,
+    ) -> None:
+        loaded = model if isinstance(model, LoadedModel) else load_model(model, dtype, device)
+        self.model, self.tokenizer = loaded.model, loaded.tokenizer
+        self.model_name, self.model_path = loaded.name, loaded.path
+        self.batch_size = batch_size
+        self.tokenizer.padding_side = "left"
+        eos = self.model.generation_config.eos_token_id
+        eos = [eos] if isinstance(eos, int) else list(eos or [])
+        if self.tokenizer.eos_token_id is not None:
+            eos.append(self.tokenizer.eos_token_id)
+        self.eos_ids = sorted(set(eos))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def complete(
+        self, jobs: Sequence[Completion], on_batch: Callable[[int, int], None] | None = None
+    ) -> list[CompletionResult]:
+        ids = [self.tokenizer(j.text, add_special_tokens=False)["input_ids"] for j in jobs]
+        order = sorted(range(len(jobs)), key=lambda i: len(ids[i]))
+        results: list[CompletionResult | None] = [None] * len(jobs)
+        for b in range(0, len(order), self.batch_size):
+            batch = order[b : b + self.batch_size]
+            out = self._run([jobs[i] for i in batch], [ids[i] for i in batch])
+            for i, res in zip(batch, out, strict=True):
+                results[i] = res
+            if on_batch:
+                on_batch(len(batch), sum(r.n_new_tokens for r in out))
+        return results  # type: ignore[return-value]
+
+    @torch.inference_mode()
+    def _run(self, jobs: list[Completion], ids: list[list[int]]) -> list[CompletionResult]:
+        start = time.perf_counter()
+        pad = self.tokenizer.pad_token_id
+        width = max(len(x) for x in ids)
+        input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids], device=self.device)
+        mask = torch.tensor(
+            [[0] * (width - len(x)) + [1] * len(x) for x in ids], device=self.device
+        )
+        stops = sorted({s for j in jobs for s in j.stop})
+        max_new = max(j.max_new_tokens for j in jobs)
+        out = self.model.generate(
+            input_ids=input_ids,
+            attention_mask=mask,
+            max_new_tokens=max_new,
+            do_sample=False,
+            temperature=None,
+            top_p=None,
+            top_k=None,
+            logits_processor=LogitsProcessorList([RowSampler(jobs, self.device)]),
+            eos_token_id=self.eos_ids,
+            pad_token_id=pad,
+            stop_strings=stops or None,
+            tokenizer=self.tokenizer if stops else None,
+        )
+        seconds = (time.perf_counter() - start) / len(jobs)
+        results = []
+        for job, prompt, row in zip(jobs, ids, out[:, width:].tolist(), strict=True):
+            results.append(self._result(job, len(prompt), row, seconds))
+        return results
+
+    def _result(
+        self, job: Completion, n_prompt: int, row: list[int], seconds: float
+    ) -> CompletionResult:
+        cut = next((k for k, t in enumerate(row) if t in self.eos_ids), None)
+        new = row[: job.max_new_tokens] if cut is None else row[:cut]
+        text = self.tokenizer.decode(new, skip_special_tokens=True)
+        hit = [s for s in job.stop if s in text]
+        if hit:
+            end = min(text.index(s) + len(s) for s in hit)
+            finish, text = "stop", text[:end]
+        elif cut is not None and cut < job.max_new_tokens:
+            finish = "eos"
+        else:
+            finish = "length"
+        n_new = len(new) + (1 if finish == "eos" else 0)
+        return CompletionResult(text, finish, n_prompt, n_new, seconds)
+
+
+@register_backend("hf")
+def _make_hf(model: str = "default", batch_size: int = 16, **options: Any) -> HFBackend:
+    return HFBackend(model, batch_size=batch_size, **options)
