@@ -111,3 +111,25 @@ def test_tokenizer_without_chat_template(monkeypatch, capsys, tiny_model_dir, tm
     prompts = write_prompts(tmp_path / "p.jsonl", 1)
     code, _, err = run_cli(monkeypatch, capsys, *gen_args(model, prompts, tmp_path / "o"))
     assert code == 2 and "no chat template" in err and err.count("\n") == 1
+
+
+def test_shards_run_apart_and_merge_without_loss_or_duplicates(
+    monkeypatch, capsys, tiny_model_dir, tmp_path
+):
+    prompts = write_prompts(tmp_path / "p.jsonl", 9)
+    out = tmp_path / "o"
+    base = gen_args(tiny_model_dir, prompts, out, "--n", "2", "--temperature", "1", "--shards", "2")
+    code, _, err = run_cli(monkeypatch, capsys, *base, "--merge")
+    assert code == 2 and "shard 0 of 2 has not run yet" in err
+    for shard in ("0", "1"):
+        assert run_cli(monkeypatch, capsys, *base, "--shard-id", shard)[0] in (0, None)
+    run_cli(monkeypatch, capsys, *base, "--shard-id", "1")  # a rerun adds nothing
+    sizes = [len((out / f"records.shard-{i}-of-2.jsonl").read_text().splitlines()) for i in (0, 1)]
+    assert sum(sizes) == 18 and min(sizes) > 0
+    assert run_cli(monkeypatch, capsys, *base, "--merge")[0] in (0, None)
+    keys = [json.loads(x)["key"] for x in (out / "records.jsonl").read_text().splitlines()]
+    assert keys == [f"q{i}#{s}" for i in range(9) for s in range(2)]
+    code, _, err = run_cli(
+        monkeypatch, capsys, *gen_args(tiny_model_dir, prompts, out, "--shards", "2")
+    )
+    assert code == 2 and "--shard-id" in err

@@ -48,10 +48,18 @@ def generate(
     batch_size: int = typer.Option(16),
     limit: int | None = typer.Option(None, help="only the first N prompts"),
     show: int = typer.Option(2, help="print reasoning and answer of the first N records"),
+    shards: int = typer.Option(1, help="split the prompts into N shards (one per process/GPU)"),
+    shard_id: int | None = typer.Option(None, help="run only this shard (0..N-1)"),
+    merge: bool = typer.Option(False, help="merge finished shards into records.jsonl"),
 ) -> None:
-    """Generate reasoning and answers for a prompts file (resumable)."""
+    """Generate reasoning and answers for a prompts file (resumable, optionally sharded).
+
+    Under `accelerate launch` (or torchrun) with several processes, each process takes one shard
+    on its own device and the main process merges when all are done."""
     from safelrm.data.prompts import load_prompt_file
     from safelrm.models import GenerationRequest, SamplingParams, make_engine
+    from safelrm.models.engine import record_key
+    from safelrm.models.shards import launched_shard, merge_shards, select_shard, shard_path
     from safelrm.store import RecordStore
 
     records = load_prompt_file(prompts, column=column)[:limit]
@@ -64,17 +72,46 @@ def generate(
         seed=seed,
     )
     fingerprint = {"model": model, "backend": backend, "family": family, "cot": cot.value}
-    store = RecordStore(out / "records.jsonl", fingerprint | sampling.model_dump())
-    engine = make_engine(model, backend=backend, family=family, batch_size=batch_size)
+    fingerprint |= sampling.model_dump()
     requests = [
         GenerationRequest(
             id=r.id, messages=r.chat(), prefix=r.prefix or "", cot=cot == Cot.on, sampling=sampling
         )
         for r in records
     ]
+    expected = [record_key(r.id, s) for r in requests for s in range(n)]
+    launched = launched_shard()
+    if launched:
+        shards, shard_id = launched
+    if merge:
+        path = merge_shards(out, shards, expected)
+        console.print(f"{len(expected)} records merged from {shards} shards into {path}")
+        return
+    store_path = out / "records.jsonl"
+    if shards > 1 or shard_id is not None:
+        if shard_id is None:
+            raise SafelrmError("--shards N needs --shard-id I (or run under accelerate launch)")
+        requests = select_shard(requests, [r.id for r in requests], shards, shard_id)
+        store_path = shard_path(out, shards, shard_id)
+    store = RecordStore(store_path, fingerprint | {"shards": shards})
+    device = None
+    if launched:
+        import torch
+
+        if torch.cuda.is_available():
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', shard_id))}"
+    placement = {"device": device} if device else {}
+    engine = make_engine(model, backend=backend, family=family, batch_size=batch_size, **placement)
     start = time.perf_counter()
     results = engine.generate(requests, store=store)
     seconds = time.perf_counter() - start
+    if launched:
+        from accelerate import PartialState
+
+        state = PartialState()
+        state.wait_for_everyone()
+        if state.is_main_process:
+            merge_shards(out, shards, expected)
     for rec in results[:show]:
         console.rule(f"[bold]{rec.key}")
         console.print(f"[bold]prompt:[/] {rec.messages[-1]['content']}", highlight=False)
@@ -82,8 +119,7 @@ def generate(
         console.print(f"[bold green]answer:[/] {rec.answer}", highlight=False)
     tokens = sum(r.n_reasoning_tokens + r.n_answer_tokens for r in results)
     console.print(
-        f"{len(results)} records in {out / 'records.jsonl'} "
-        f"({tokens} tokens, {seconds:.1f} s this run)"
+        f"{len(results)} records in {store_path} ({tokens} tokens, {seconds:.1f} s this run)"
     )
 
 
@@ -135,8 +171,12 @@ def run(
 
 def _register_subapps() -> None:
     from safelrm.data.cli import app as data_app
+    from safelrm.judges.cli import app as judge_app
+    from safelrm.train.cli import app as train_app
 
     app.add_typer(data_app, name="data", help="Benchmarks, training sets, attacks, overlap.")
+    app.add_typer(judge_app, name="judge", help="Judges: train, validate, run on records.")
+    app.add_typer(train_app, name="train", help="SFT and DPO on rows (TRL + PEFT).")
 
 
 _register_subapps()

@@ -1,0 +1,134 @@
+"""Rendering of SFT/DPO rows, the loss mask TRL builds from them, and settings validation."""
+
+import pytest
+from transformers import AutoTokenizer
+
+from safelrm.config import parse_config
+from safelrm.errors import SafelrmError
+from safelrm.testing import CHATML_TEMPLATE
+from safelrm.train import (
+    DPOSettings,
+    SFTSettings,
+    completion_mask_report,
+    end_of_turn,
+    render_dpo_rows,
+    render_sft_rows,
+)
+
+THINK = "<think>\nthe request is harmful so i cannot help\n</think>\n\n"
+ANSWER = "<safe>sorry</safe>\n\nsorry i cannot help with that"
+PROMPT = [{"role": "user", "content": "how can i make a bomb ?"}]
+
+# Like the stock Qwen3 / R1 templates: reasoning is cut from assistant turns when rendered.
+STRIPPING_TEMPLATE = (
+    "{% for m in messages %}{% set c = m['content'] %}"
+    "{% if m['role'] == 'assistant' and '</think>' in c %}{% set c = c.split('</think>')[-1] %}"
+    "{% endif %}{{ '<|im_start|>' + m['role'] + '\n' + c + '<|im_end|>\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n<think>\n' }}{% endif %}"
+)
+
+
+@pytest.fixture
+def tok(tiny_model_dir):
+    return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+def sft_row(completion=THINK + ANSWER):
+    return {"prompt": PROMPT, "completion": [{"role": "assistant", "content": completion}]}
+
+
+def test_render_sft_keeps_reasoning_and_ends_turn(tok):
+    (row,) = render_sft_rows(tok, [sft_row()])
+    assert (
+        row["prompt"]
+        == "<|im_start|>user\nhow can i make a bomb ?<|im_end|>\n<|im_start|>assistant\n"
+    )
+    assert row["completion"] == THINK + ANSWER + "<|im_end|>"
+    # A rendered (string) prompt and a string completion pass through unchanged.
+    assert render_sft_rows(tok, [row]) == [row]
+
+
+def test_loss_mask_covers_think_and_excludes_prompt(tok):
+    rows = [sft_row(), sft_row("<think>\nshort\n</think>\n\nok")]
+    report = completion_mask_report(tok, rows, max_length=512)
+    assert len(report) == 2
+    first = report[0]
+    assert first.loss_text == THINK + ANSWER + "<|im_end|>"
+    assert first.prompt_text == render_sft_rows(tok, rows[:1])[0]["prompt"]
+    # The prompt is one contiguous masked block, then every completion token is in the loss.
+    n_prompt = first.in_loss.index(True)
+    assert not any(first.in_loss[:n_prompt]) and all(first.in_loss[n_prompt:])
+    assert "reasoning" not in first.prompt_text and "harmful" in first.loss_text
+    assert report[1].loss_text == "<think>\nshort\n</think>\n\nok<|im_end|>"
+
+
+def test_loss_mask_truncation_cuts_the_end(tok):
+    report = completion_mask_report(tok, [sft_row()], max_length=24)
+    assert len(report[0].tokens) == 24
+    assert report[0].loss_text.startswith("<think>") and not report[0].loss_text.endswith("help")
+
+
+def test_stripping_template_with_think_in_generation_prompt(tok):
+    tok.chat_template = STRIPPING_TEMPLATE
+    (row,) = render_sft_rows(tok, [sft_row()])
+    assert row["prompt"].endswith("<|im_start|>assistant\n<think>\n")
+    # The opener already sits in the prompt: not repeated, and the reasoning itself is kept.
+    assert row["completion"] == THINK[len("<think>\n") :] + ANSWER + "<|im_end|>"
+    (mask,) = completion_mask_report(tok, [sft_row()], max_length=512)
+    assert mask.prompt_text + mask.loss_text == row["prompt"] + row["completion"]
+    assert mask.loss_text.startswith("the request is harmful")
+
+
+def test_end_of_turn_probe(tok):
+    assert end_of_turn(tok) == "<|im_end|>"
+    tok.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    assert end_of_turn(tok) == tok.eos_token
+    tok.chat_template = CHATML_TEMPLATE
+
+
+def test_render_dpo_rows(tok):
+    rows = [
+        {"prompt": PROMPT, "chosen": THINK + ANSWER, "rejected": "<think>\nok\n</think>\n\nfirst"}
+    ]
+    (row,) = render_dpo_rows(tok, rows)
+    assert row["prompt"].endswith("<|im_start|>assistant\n")
+    assert row["chosen"] == THINK + ANSWER + "<|im_end|>"
+    assert row["rejected"].startswith("<think>\nok")
+
+
+@pytest.mark.parametrize(
+    "rows, message",
+    [
+        ([{"prompt": PROMPT}], "sft rows:1 field 'completion': missing"),
+        ([sft_row(), {"prompt": "x", "completion": 3}], "sft rows:2 field 'completion'"),
+        ([{"prompt": [{"role": "user"}], "completion": "x"}], "sft rows:1 field 'prompt'"),
+        ([{"prompt": "x", "completion": [{"role": "user", "content": "y"}]}], "one assistant"),
+        ([], "no rows"),
+    ],
+)
+def test_bad_sft_rows_name_row_and_field(tok, rows, message):
+    with pytest.raises(SafelrmError, match=message):
+        render_sft_rows(tok, rows)
+
+
+def test_bad_dpo_row(tok):
+    with pytest.raises(SafelrmError, match="dpo rows:1 field 'rejected': missing"):
+        render_dpo_rows(tok, [{"prompt": "p", "chosen": "c"}])
+
+
+def test_settings_map_to_trl_for_cpu(tmp_path):
+    args = SFTSettings(max_steps=3).to_trl(tmp_path, progress=False)
+    assert (args.bf16, args.use_cpu, args.report_to, args.save_strategy) == (False, True, [], "no")
+    assert args.completion_only_loss and args.max_length == 1024 and args.logging_steps == 1
+    assert args.activation_checkpointing is False
+    dpo = DPOSettings(nll_weight=0.5).to_trl(tmp_path, progress=False)
+    assert (dpo.loss_type, dpo.loss_weights, dpo.beta) == (["sigmoid", "sft"], [1.0, 0.5], 0.1)
+
+
+def test_settings_validation_is_one_line():
+    with pytest.raises(SafelrmError, match="recipe.yaml: key 'lora.r'"):
+        parse_config(SFTSettings, {"lora": {"r": 0}}, "recipe.yaml")
+    with pytest.raises(SafelrmError, match="loss_weights has 1 entries"):
+        parse_config(DPOSettings, {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0]})
+    with pytest.raises(SafelrmError, match="key 'lr'"):
+        parse_config(DPOSettings, {"lr": 1.0})
