@@ -170,13 +170,24 @@ def run(
 
 
 def _register_subapps() -> None:
+    import importlib
+    import importlib.util
+
     from safelrm.data.cli import app as data_app
+    from safelrm.eval.cli import eval_command
     from safelrm.judges.cli import app as judge_app
+    from safelrm.pipeline import list_methods
     from safelrm.train.cli import app as train_app
 
+    app.command("eval")(eval_command)
     app.add_typer(data_app, name="data", help="Benchmarks, training sets, attacks, overlap.")
     app.add_typer(judge_app, name="judge", help="Judges: train, validate, run on records.")
     app.add_typer(train_app, name="train", help="SFT and DPO on rows (TRL + PEFT).")
+    # A method folder with a cli.py exposing `app` becomes `safelrm <method> ...`.
+    for method in list_methods():
+        name = f"safelrm.methods.{method}.cli"
+        if importlib.util.find_spec(name) is not None:
+            app.add_typer(importlib.import_module(name).app, name=method)
 
 
 _register_subapps()

@@ -1,7 +1,5 @@
-"""Generation backends and model loading."""
+"""Generation backends and model loading (backends are imported when first used)."""
 
-from safelrm.models import hf as _hf  # noqa: F401  (registers the hf backend)
-from safelrm.models import vllm as _vllm  # noqa: F401  (registers vllm; imports vllm lazily)
 from safelrm.models.engine import (
     Engine,
     GenerationRequest,

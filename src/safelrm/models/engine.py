@@ -10,6 +10,7 @@ reasoning, or reasoning plus ``</think>`` and the start of an answer.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -108,6 +109,8 @@ class Backend(Protocol):
 
 
 _BACKENDS: dict[str, Callable[..., Backend]] = {}
+# Built-in backends register themselves when their module is imported, on first use.
+_BACKEND_MODULES = {"hf": "safelrm.models.hf", "vllm": "safelrm.models.vllm"}
 
 
 def register_backend(name: str) -> Callable[[Callable[..., Backend]], Callable[..., Backend]]:
@@ -119,7 +122,17 @@ def register_backend(name: str) -> Callable[[Callable[..., Backend]], Callable[.
 
 
 def list_backends() -> list[str]:
-    return sorted(_BACKENDS)
+    return sorted(set(_BACKENDS) | set(_BACKEND_MODULES))
+
+
+def get_backend_factory(name: str) -> Callable[..., Backend]:
+    from safelrm.errors import SafelrmError
+
+    if name not in _BACKENDS and name in _BACKEND_MODULES:
+        importlib.import_module(_BACKEND_MODULES[name])
+    if name not in _BACKENDS:
+        raise SafelrmError(f"unknown backend '{name}' (known: {', '.join(list_backends())})")
+    return _BACKENDS[name]
 
 
 def row_seed(seed: int, key: str, phase: int) -> int:
@@ -358,9 +371,7 @@ def make_engine(
     """Load ``model`` on the named backend and wrap it in an :class:`Engine`."""
     from safelrm.errors import SafelrmError
 
-    if backend not in _BACKENDS:
-        raise SafelrmError(f"unknown backend '{backend}' (known: {', '.join(list_backends())})")
-    be = _BACKENDS[backend](model=model, batch_size=batch_size, **backend_options)
+    be = get_backend_factory(backend)(model=model, batch_size=batch_size, **backend_options)
     if not getattr(be.tokenizer, "chat_template", None):
         raise SafelrmError(
             f"tokenizer of '{model}' has no chat template: set one (tokenizer.chat_template) "
