@@ -106,9 +106,10 @@ def generate(
     results = engine.generate(requests, store=store)
     seconds = time.perf_counter() - start
     if launched:
+        import torch
         from accelerate import PartialState
 
-        state = PartialState()
+        state = PartialState(cpu=not torch.cuda.is_available())
         state.wait_for_everyone()
         if state.is_main_process:
             merge_shards(out, shards, expected)
@@ -139,10 +140,6 @@ def main() -> None:
     except SafelrmError as e:
         err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
-
-
-if __name__ == "__main__":
-    main()
 
 
 @app.command()
@@ -191,3 +188,7 @@ def _register_subapps() -> None:
 
 
 _register_subapps()
+
+
+if __name__ == "__main__":
+    main()
