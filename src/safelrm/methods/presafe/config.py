@@ -61,7 +61,7 @@ class ClassifierSettings(StrictModel):
     a local folder. ``input``: the query (the method) or the teacher's response (a variant).
     ``method``: ``linear`` (frozen mean-pooled encoder embeddings + logistic regression; the
     default: on the default model's ~100 labelled queries it separated harmful from benign
-    queries better and ran ~5x faster than fine-tuning) or ``finetune`` (the whole encoder as a
+    queries better and ran ~8x faster than fine-tuning) or ``finetune`` (the whole encoder as a
     sequence classifier, class-weighted). Soft labels are cross-fitted over ``folds``.
     """
 
