@@ -174,3 +174,6 @@ def test_mark_trigger_and_cue_points():
     assert triggers == [10] and cues == [50]
     assert mark(points, window=25)[0] == [10]
     assert mark(points, window=45) == ([], [])
+    # the first point has nothing to rise or fall from
+    flat = [Point(i + 1, 10 * i, 4, 0, r) for i, r in enumerate([0.0, 0.0, 1.0])]
+    assert mark(flat, window=5) == ([20], [])

@@ -33,6 +33,7 @@ def csr(
     markers_file: Path | None = typer.Option(
         None, help="compliance markers for the lexical cue detector marked on the plot"
     ),
+    cued_only: bool = typer.Option(False, help="analyse only trajectories with a detected cue"),
     window: int = typer.Option(15, min=0, help="tokens the ratio must stay past a point"),
     high: float = typer.Option(0.9, help="trigger threshold"),
     low: float = typer.Option(0.1, help="compliance-cue threshold"),
@@ -50,13 +51,15 @@ def csr(
     from safelrm.models import make_engine
 
     console = Console(stderr=True)
-    trajectories = [t for t in load_trajectories(records) if t["reasoning"].strip()][:n]
-    if not trajectories:
-        raise SafelrmError(f"{records}: no trajectory with reasoning")
+    trajectories = [t for t in load_trajectories(records) if t["reasoning"].strip()]
     engine = make_engine(model, batch_size=batch_size)
+    cues = detect_cues(engine, LexicalDetector(markers_file), trajectories)
+    keep = [i for i, c in enumerate(cues) if c.check.status == "cue" or not cued_only][:n]
+    trajectories, cues = [trajectories[i] for i in keep], [cues[i] for i in keep]
+    if not trajectories:
+        raise SafelrmError(f"{records}: no trajectory with reasoning (and a cue, if asked)")
     answer = get_judge(answer_judge)
     reasoning = get_judge(reasoning_judge) if reasoning_judge else None
-    cues = detect_cues(engine, LexicalDetector(markers_file), trajectories)
     curves = []
     for i, (traj, cue) in enumerate(zip(trajectories, cues, strict=True), 1):
         console.print(f"[{i}/{len(trajectories)}] {traj['id']}: {len(cue.sentences)} sentences")

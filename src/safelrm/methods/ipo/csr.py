@@ -73,10 +73,12 @@ def mark(
     triggers, cues = [], []
     for i, p in enumerate(pts):
         ahead = [q.ratio for q in pts[i:] if q.token <= p.token + window]
-        prev = pts[i - 1].ratio if i else None
-        if p.ratio >= high and (prev is None or prev < high) and min(ahead) >= high:  # type: ignore[type-var]
+        if i == 0:
+            continue  # a rise or a fall needs a point before it
+        prev = pts[i - 1].ratio
+        if p.ratio >= high and prev < high and min(ahead) >= high:  # type: ignore[operator,type-var]
             triggers.append(p.token)
-        if p.ratio <= low and (prev is None or prev > low) and max(ahead) <= low:  # type: ignore[type-var]
+        if p.ratio <= low and prev > low and max(ahead) <= low:  # type: ignore[operator,type-var]
             cues.append(p.token)
     return triggers, cues
 
@@ -99,6 +101,7 @@ def csr_curve(
     from safelrm.judges import JudgeItem
     from safelrm.methods.ipo.continuation import continue_from_prefix
     from safelrm.methods.ipo.intervene import reasoning_sentences
+    from safelrm.methods.ipo.sentences import first_token_at, token_offsets
     from safelrm.models import GenerationRequest, SamplingParams
     from safelrm.models.engine import row_seed
 
@@ -106,8 +109,9 @@ def csr_curve(
     reasoning = traj["reasoning"].strip("\n")
     sents = reasoning_sentences(engine, traj["prompt"], reasoning, traj["answer"])
     bounds = [(s.number, s.start, s.token) for s in sents]
-    end_tok = sents[-1].token + 1 if sents else 0
-    bounds.append((len(sents) + 1, len(reasoning), end_tok))
+    head = traj["prompt"] + fam.reasoning_opener
+    _, offsets = token_offsets(engine.tokenizer, head + reasoning + fam.closing())
+    bounds.append((len(sents) + 1, len(reasoning), first_token_at(offsets, len(head + reasoning))))
     sampling = SamplingParams(
         temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed
     )
@@ -195,7 +199,7 @@ def plot_curves(curves: Sequence[CSRCurve], out_path: str | Path, title: str = "
         handles, labels = ax.get_legend_handles_labels()
         if handles:
             uniq = dict(zip(labels, handles, strict=True))
-            ax.legend(uniq.values(), uniq.keys(), fontsize=7, loc="lower left")
+            ax.legend(uniq.values(), uniq.keys(), fontsize=7, loc="upper left")
     axes[-1, 0].set_xlabel("token position of the sentence boundary (full text)")
     if title:
         fig.suptitle(title, fontsize=10)
