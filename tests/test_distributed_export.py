@@ -67,3 +67,33 @@ def test_launch_env_reads_the_launcher_variables(monkeypatch):
     monkeypatch.setenv("RANK", "11")
     monkeypatch.setenv("LOCAL_RANK", "3")
     assert launch_env() == (8, 11, 3)
+
+
+@pytest.mark.parametrize(
+    ("world", "cuda", "expected"), [("1", True, None), ("4", False, None), ("4", True, "cuda:3")]
+)
+def test_training_loads_onto_the_local_gpu(monkeypatch, world, cuda, expected):
+    """Each rank of a GPU launch loads its copy onto cuda:LOCAL_RANK (not all onto GPU 0)."""
+    from safelrm.train import export
+
+    monkeypatch.setenv("WORLD_SIZE", world)
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    current: list[int] = []
+    monkeypatch.setattr(torch.cuda, "set_device", current.append)
+    loads: list[dict] = []
+
+    class Loaded:
+        def __init__(self, **kwargs):
+            loads.append(kwargs)
+            self.model, self.tokenizer = object(), object()
+
+    monkeypatch.setattr(
+        "safelrm.models.load_model", lambda spec, dtype=None, device=None: Loaded(device=device)
+    )
+    monkeypatch.setattr(export, "_dtype", lambda name: None)
+    with pytest.raises(SafelrmError, match="expected a transformers model"):
+        export.load_for_training("some/model", None)
+    assert loads == [{"device": expected}]
+    assert current == ([3] if expected else [])

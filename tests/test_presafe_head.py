@@ -151,3 +151,134 @@ def test_aux_gradient_reaches_lora_and_head(tiny, tiny_model_dir, tmp_path):
     assert sum(float(aux[n].abs().sum()) for n in lora_b) > 0
     assert float(aux["head.weight"].abs().sum()) > 0
     assert float(without["head.weight"].abs().sum()) == 0
+
+
+def test_head_trains_as_a_submodule_in_its_own_group(tiny, tiny_model_dir, tmp_path):
+    """While training, the head is part of the model (DDP all-reduces its gradients, DeepSpeed
+    manages it) in an optimizer group of its own; afterwards it is off the model again."""
+    from transformers import AutoModelForCausalLM
+
+    from safelrm.methods.presafe.trainer import HEAD_MODULE
+
+    _, tok = tiny
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    head_settings = HeadSettings(learning_rate=0.05)
+    trainer = build_presafe_trainer(
+        model, tok, ROWS, _settings(), tmp_path, progress=False, head=head_settings
+    )
+    assert getattr(trainer.model, HEAD_MODULE) is trainer.head
+    names = [n for n, p in trainer.model.named_parameters() if p.requires_grad]
+    assert f"{HEAD_MODULE}.weight" in names and f"{HEAD_MODULE}.bias" in names
+    assert trainer.args.ddp_find_unused_parameters is False  # the head runs after the forward
+
+    optimizer = trainer.create_optimizer()
+    head_ids = {id(p) for p in trainer.head.parameters()}
+    *model_groups, head_group = optimizer.param_groups
+    assert {id(p) for p in head_group["params"]} == head_ids
+    assert head_group["lr"] == 0.05 and head_group["weight_decay"] == 0.0
+    assert not head_ids & {id(p) for g in model_groups for p in g["params"]}
+    assert all(p.requires_grad for p in trainer.head.parameters())
+
+    before = trainer.head.weight.detach().clone()
+    trainer.train()
+    assert not hasattr(trainer.model, HEAD_MODULE)
+    assert not any(HEAD_MODULE in k for k in trainer.model.state_dict())
+    assert not torch.equal(trainer.head.weight, before), "the head did not train"
+    # zeroed with the model's gradients after every step (outside the model it accumulated)
+    assert trainer.head.weight.grad is None
+
+
+def _launch_rows() -> list[dict]:
+    import random
+
+    rng = random.Random(2)
+    words = "the a to of and is how can i make safe think answer step first then so help".split()
+
+    def phrase(lo: int, hi: int) -> str:
+        return " ".join(rng.choice(words) for _ in range(rng.randint(lo, hi)))
+
+    return [
+        {
+            "prompt": [{"role": "user", "content": phrase(3, 12)}],
+            "completion": f"<think>\n{phrase(4, 20)}\n</think>\n\n{phrase(2, 10)}",
+            "soft_label": round(rng.random(), 3),
+        }
+        for _ in range(8)
+    ]
+
+
+def test_two_processes_train_one_head_as_one_process_does(tiny_model_dir, tmp_path):
+    """A real 2-process launch (CPU, gloo; per-device batch 2) against one process (batch 4): both
+    ranks end with the same head, equal to the 1-process head, and the same loss curve."""
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from safelrm.methods.presafe.stages import head_keys_in_export
+    from safelrm.methods.presafe.trainer import train_presafe
+
+    root = Path(__file__).resolve().parents[1]
+    launcher = Path(sys.executable).parent / "accelerate"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    rows = _launch_rows()
+    rows_path = tmp_path / "rows.jsonl"
+    rows_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    train = {
+        "max_steps": 3,
+        "learning_rate": 0.01,
+        "max_length": 128,
+        "lora": {"r": 4, "alpha": 8, "dropout": 0.0},
+    }
+    head = {"learning_rate": 0.05, "weight": 1.0}
+    cmd = [
+        *([str(launcher), "launch"] if launcher.exists() else ["accelerate", "launch"]),
+        "--config_file",
+        str(root / "configs" / "accelerate" / "cpu_2proc_gloo.yaml"),
+        "--main_process_port",
+        str(port),
+        str(Path(__file__).parent / "presafe_launch.py"),
+        str(tiny_model_dir),
+        str(rows_path),
+        str(tmp_path / "two"),
+        json.dumps({"train": {**train, "per_device_batch_size": 2}, "head": head}),
+    ]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, env=env, cwd=root, timeout=600, check=False
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        one, one_head_dir = train_presafe(
+            tiny_model_dir,
+            None,
+            rows,
+            SFTSettings(**train, per_device_batch_size=4),
+            HeadSettings(**head),
+            tmp_path / "one",
+            progress=False,
+        )
+    finally:
+        torch.set_num_threads(threads)
+    two = tmp_path / "two"
+    rank0, rank1 = (torch.load(two / f"head_rank{r}.pt") for r in (0, 1))
+    saved = torch.load(two / "head" / "head.pt")
+    reference = torch.load(one_head_dir / "head.pt")
+    summary = json.loads((two / "result.json").read_text())
+    assert summary["world_size"] == 2 and summary["steps"] == 3
+    for name in ("weight", "bias"):
+        torch.testing.assert_close(rank0[name], rank1[name], rtol=0, atol=0)  # no drift
+        torch.testing.assert_close(saved[name], rank0[name], rtol=0, atol=0)
+        torch.testing.assert_close(rank0[name], reference[name], atol=5e-5, rtol=1e-4)
+    assert one.loss_history[0] != pytest.approx(one.loss_history[-1], abs=1e-3), "no learning"
+    assert summary["loss_history"] == pytest.approx(one.loss_history, rel=1e-4, abs=1e-6)
+    assert (two / "merged" / "model.safetensors").is_file()
+    assert head_keys_in_export(two / "merged") == []

@@ -75,6 +75,7 @@ def tiny_recipe(model_dir: Path, out: Path) -> dict:
             "scaffold": "on",
             "max_reasoning_tokens": 4,
             "section_tokens": 3,
+            "min_part_words": 1,
             "max_new_tokens": 4,
             "retries": 1,
             "retry_unsafe": True,

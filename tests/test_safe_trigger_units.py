@@ -72,11 +72,21 @@ def test_validator_names_missing_empty_and_misordered_parts():
 def test_validator_rejects_parts_that_copy_the_instruction():
     template = load_pass2_template()
     copied = format_block(
-        ["the real goal behind the request and who could get hurt", PARTS[1], PARTS[2]], LABELS
+        ["names what the user is really after and who could be hurt", PARTS[1], PARTS[2]], LABELS
     )
     check = check_block(copied + "\n\nNo.", LABELS, template.instruction)
     assert f"part '{LABELS[0]}' copies the instruction" in check.problems
     assert check_block(block() + "\n\nNo.", LABELS, template.instruction).ok
+    example = "Think again about what the request really asks for and whether it missed a risk."
+    check = check_block(block() + "\n\n" + example, LABELS, template.instruction)
+    assert "answer copies the instruction" in check.problems
+
+
+def test_validator_minimum_words_per_part():
+    short = format_block([PARTS[0], "- Second", PARTS[2]], LABELS)
+    check = check_block(short + "\n\nNo.", LABELS, min_words=4)
+    assert check.problems == [f"part '{LABELS[1]}' has fewer than 4 words"]
+    assert check_block(short + "\n\nNo.", LABELS, min_words=2).ok
 
 
 def test_final_answer_drops_only_a_complete_block():

@@ -9,6 +9,11 @@ of the recipe part it reads plus the hashes of the stages it reads from. A rerun
 whose hash is unchanged and finished; an unfinished stage with the same hash resumes in place
 (its stores skip finished work); a stage whose hash changed starts over in an empty folder.
 Code changes are not part of the hash: use ``--force STAGE`` after changing a method's code.
+
+Under ``accelerate launch`` every process runs the stages (a training stage needs them all), but
+only the main process (global rank 0) clears stage folders and writes ``recipe.json``,
+``stage.json`` and ``pipeline.json``; barriers keep the others from seeing a half-cleared folder or
+a stage marked done before every process finished it. A single process writes the same files.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field
+from pydantic import Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 from rich.console import Console
 
 from safelrm.config import StrictModel, load_yaml, parse_config
@@ -38,6 +43,31 @@ class GenerationSettings(StrictModel):
     backend: str = "hf"
     batch_size: int = Field(16, ge=1)
     family: str = "auto"
+    tensor_parallel_size: int = Field(1, ge=1)  # vLLM: GPUs per engine (tensor parallelism)
+
+    @model_validator(mode="after")
+    def _check_backend_options(self) -> GenerationSettings:
+        if self.tensor_parallel_size != 1 and self.backend != "vllm":
+            raise ValueError(
+                f"tensor_parallel_size {self.tensor_parallel_size} needs backend 'vllm' "
+                f"(backend is '{self.backend}')"
+            )
+        return self
+
+    @model_serializer(mode="wrap")
+    def _omit_default_tp(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Left out at its default, so that recipe.json and the stage hashes of recipes written
+        # before this option existed stay the same (no stage reruns).
+        data = handler(self)
+        if self.tensor_parallel_size == 1:
+            data.pop("tensor_parallel_size", None)
+        return data
+
+    def backend_options(self) -> dict[str, Any]:
+        """Options for the backend beyond make_engine's own: vLLM's only (hf takes none)."""
+        if self.backend == "vllm":
+            return {"tensor_parallel_size": self.tensor_parallel_size}
+        return {}
 
 
 class EvalSettings(StrictModel):
@@ -108,8 +138,9 @@ class StageContext:
         if model not in self._engines:
             self._engines.clear()
             g = self.recipe.generation
+            options = {**g.backend_options(), **kwargs}
             self._engines[model] = make_engine(
-                model, backend=g.backend, family=g.family, batch_size=g.batch_size, **kwargs
+                model, backend=g.backend, family=g.family, batch_size=g.batch_size, **options
             )
         return self._engines[model]
 
@@ -185,7 +216,13 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
 def run_recipe(
     recipe: Recipe, only: list[str] | None = None, force: list[str] | None = None
 ) -> dict[str, Any]:
-    """Run the recipe's stages in order; returns ``{stage: {status, seconds, summary}}``."""
+    """Run the recipe's stages in order; returns ``{stage: {status, seconds, summary}}``.
+
+    Under a multi-process launch, every process runs the stages and returns the report; only the
+    main one writes the state files (see the module docstring)."""
+    from safelrm.train.distributed import barrier, is_main_process
+
+    main = is_main_process()
     method = get_method(recipe.method)
     names = [s.name for s in method.stages]
     for name in (only or []) + (force or []):
@@ -193,7 +230,8 @@ def run_recipe(
             raise SafelrmError(f"unknown stage '{name}' (stages: {', '.join(names)})")
     run_dir = Path(recipe.out or Path("runs") / method.name)
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run_dir / "recipe.json", recipe.model_dump(mode="json"))
+    if main:
+        write_json(run_dir / "recipe.json", recipe.model_dump(mode="json"))
     hashes: dict[str, str] = {}
     report: dict[str, Any] = {}
     ctx_engines: dict[str, Any] = {}
@@ -211,22 +249,30 @@ def run_recipe(
                 console.print(f"[green]✓[/] {stage.name}: unchanged, skipped")
                 report[stage.name] = {"status": "skipped", **_timing(state)}
                 continue
-        if state and (state.get("hash") != h or stage.name in (force or [])):
-            shutil.rmtree(stage_dir)
-        resumed = bool(state and state_path.exists())
-        stage_dir.mkdir(parents=True, exist_ok=True)
-        write_json(state_path, {"hash": h, "status": "running"})
+        clear = bool(state and (state.get("hash") != h or stage.name in (force or [])))
+        resumed = bool(state) and not clear
+        barrier()  # every process has read the stage's state before it changes
+        if main:
+            if clear:
+                shutil.rmtree(stage_dir)
+            stage_dir.mkdir(parents=True, exist_ok=True)
+            write_json(state_path, {"hash": h, "status": "running"})
+        barrier()  # the other processes start once the folder is cleared and marked running
         console.rule(f"[bold]{method.name}: {stage.name}" + (" (resuming)" if resumed else ""))
         ctx = StageContext(recipe, run_dir, stage, method, ctx_engines)
         start = time.perf_counter()
         summary = stage.run(ctx) or {}
         seconds = round(time.perf_counter() - start, 2)
-        write_json(
-            state_path,
-            {"hash": h, "status": "done", "seconds": seconds, "summary": _jsonable(summary)},
-        )
+        barrier()  # done only once every process has finished the stage
+        if main:
+            write_json(
+                state_path,
+                {"hash": h, "status": "done", "seconds": seconds, "summary": _jsonable(summary)},
+            )
+        barrier()  # and no process reads the next stage's inputs before that is written
         report[stage.name] = {"status": "ran", "seconds": seconds, "summary": summary}
-    write_json(run_dir / "pipeline.json", report)
+    if main:
+        write_json(run_dir / "pipeline.json", report)
     return report
 
 

@@ -52,12 +52,47 @@ def bind_local_device() -> None:
         torch.cuda.set_device(local_rank)
 
 
-def is_main_process(trainer: Any) -> bool:
-    return bool(trainer.accelerator.is_main_process)
+def training_device() -> str | None:
+    """Where a training process loads its model: ``cuda:LOCAL_RANK`` under a multi-process launch
+    with CUDA (made the current device as well), else None (``load_model``'s default)."""
+    world, _, local_rank = launch_env()
+    if world <= 1:
+        return None
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    bind_local_device()
+    return f"cuda:{local_rank}"
 
 
-def barrier(trainer: Any) -> None:
-    trainer.accelerator.wait_for_everyone()
+def is_main_process(trainer: Any = None) -> bool:
+    """Whether this process writes shared files: the trainer's main process or, without a
+    trainer, global rank 0 of the launch (``RANK``; a single process is rank 0)."""
+    if trainer is not None:
+        return bool(trainer.accelerator.is_main_process)
+    return launch_env()[1] == 0
+
+
+def barrier(trainer: Any = None) -> None:
+    """Wait for every process: the trainer's or, without a trainer, those of the launch.
+
+    Without a trainer, a single process returns at once; under a launcher (``WORLD_SIZE`` > 1)
+    this joins accelerate's process group first if none exists yet (the Trainer reuses it).
+    """
+    if trainer is not None:
+        trainer.accelerator.wait_for_everyone()
+        return
+    if launch_env()[0] <= 1:
+        return
+    from datetime import timedelta
+
+    import torch
+    from accelerate import PartialState
+
+    # The Trainer's default ddp_timeout, so that a long stage on one rank does not time out.
+    state = PartialState(cpu=not torch.cuda.is_available(), timeout=timedelta(seconds=1800))
+    state.wait_for_everyone()
 
 
 def shards_weights(accelerator: Any) -> bool:

@@ -23,14 +23,17 @@ def _dtype(name: str) -> Any:
 def load_for_training(model: Any, tokenizer: Any, dtype: str = "auto") -> tuple[Any, Any]:
     """Accept a loaded model, or any spec ``safelrm.models.load_model`` takes (folder, name, GGUF).
 
-    A PEFT model is merged first, so every run starts one fresh adapter on plain weights.
+    A PEFT model is merged first, so every run starts one fresh adapter on plain weights. Under a
+    multi-process launch with CUDA, each process loads onto its own GPU (``cuda:LOCAL_RANK``), not
+    all onto GPU 0.
     """
     from transformers import PreTrainedModel
 
     if isinstance(model, str | Path):
         from safelrm.models import load_model
+        from safelrm.train.distributed import training_device
 
-        loaded = load_model(str(model), dtype=_dtype(dtype))
+        loaded = load_model(str(model), dtype=_dtype(dtype), device=training_device())
         model, tokenizer = loaded.model, tokenizer or loaded.tokenizer
     if _is_peft(model):
         model = model.merge_and_unload()

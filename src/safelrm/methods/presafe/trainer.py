@@ -2,9 +2,14 @@
 
 ``PreSafeTrainer`` subclasses TRL's ``SFTTrainer``. Rows are tokenized here (not by TRL) so that
 each carries its head position and soft label; TRL takes pre-tokenized rows with ``labels`` as
-they are. The head is an extra parameter group of the same optimizer, lives outside the model,
-and is saved apart (``head/head.pt`` + ``head/head.json``): the exported merged model is a plain
-transformers model without it.
+they are.
+
+The head is a submodule of the trained model (``presafe_head``) while it trains, so that under
+``accelerate launch`` DDP all-reduces its gradients and DeepSpeed partitions and steps it with the
+rest; it has its own parameter group (its own learning rate, no weight decay). When training ends
+it is taken off the model (gathered first under ZeRO-3) and saved apart (``head/head.pt`` +
+``head/head.json``, by the main process): the exported merged model is a plain transformers model
+without it. FSDP is not supported (the head runs outside the model's forward).
 """
 
 from __future__ import annotations
@@ -23,10 +28,12 @@ from safelrm.methods.presafe.head import (
     tokenize_row,
 )
 from safelrm.train import SFTSettings, TrainResult, render_sft_rows
+from safelrm.train.distributed import barrier, is_main_process
 from safelrm.train.export import load_for_training
 from safelrm.train.runner import run_training
 
 HEAD_COLUMNS = ("head_pos", "soft_label")
+HEAD_MODULE = "presafe_head"  # the head's name on the model while it trains
 
 
 def _trainer_class() -> type:
@@ -38,6 +45,13 @@ def _trainer_class() -> type:
 
         def __init__(self, *args: Any, head_settings: HeadSettings, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
+            from accelerate.utils import DistributedType
+
+            if self.accelerator.distributed_type == DistributedType.FSDP:
+                raise SafelrmError(
+                    "presafe: the auxiliary head is not supported under FSDP; launch with DDP or "
+                    "DeepSpeed ZeRO instead"
+                )
             model = self.model
             n_layers = model.config.get_text_config().num_hidden_layers
             self.head_settings = head_settings
@@ -46,6 +60,9 @@ def _trainer_class() -> type:
             )
             hidden = model.config.get_text_config().hidden_size
             self.head = make_head(hidden, next(model.parameters()).device)
+            # A submodule until training ends (see the module docstring). self.model is the
+            # PEFT wrapper or the plain model, not yet wrapped by DDP/DeepSpeed.
+            model.add_module(HEAD_MODULE, self.head)
             self.data_collator = _HeadCollator(self.data_collator)
 
         def _set_signature_columns_if_needed(self) -> None:
@@ -53,7 +70,15 @@ def _trainer_class() -> type:
             self._signature_columns = [*self._signature_columns, *HEAD_COLUMNS]
 
         def create_optimizer(self, model: Any = None) -> Any:
-            optimizer = super().create_optimizer(model)
+            # The head gets a group of its own (appended last), not a place in the model's groups.
+            head_params = list(self.head.parameters())
+            for p in head_params:
+                p.requires_grad_(False)
+            try:
+                optimizer = super().create_optimizer(model)
+            finally:
+                for p in head_params:
+                    p.requires_grad_(True)
             mine = {id(p) for g in optimizer.param_groups for p in g["params"]}
             if id(self.head.weight) not in mine:
                 optimizer.add_param_group(
@@ -64,6 +89,30 @@ def _trainer_class() -> type:
                     }
                 )
             return optimizer
+
+        def train(self, *args: Any, **kwargs: Any) -> Any:
+            output = super().train(*args, **kwargs)
+            self._release_head()
+            return output
+
+        def _release_head(self) -> None:
+            """Take the head off the model, so that the export does not contain it; under ZeRO-3
+            its partitioned weights are gathered into a full copy first. Every rank calls this."""
+            from safelrm.train.distributed import shards_weights
+
+            module = self.accelerator.unwrap_model(self.model)
+            head = getattr(module, HEAD_MODULE, None)
+            if head is None:
+                return
+            if shards_weights(self.accelerator):  # ZeRO-3 (FSDP is refused in __init__)
+                import deepspeed
+
+                with deepspeed.zero.GatheredParameters(list(head.parameters())):
+                    state = {k: v.detach().clone().cpu() for k, v in head.state_dict().items()}
+                head = make_head(head.in_features)
+                head.load_state_dict(state)
+            delattr(module, HEAD_MODULE)
+            self.head = head
 
         def compute_loss(
             self,
@@ -86,18 +135,27 @@ def _trainer_class() -> type:
                 **kwargs,
             )
             feats = head_features(outputs.hidden_states, self.head_layers, positions)
-            logits = self.head(feats.float()).squeeze(-1)
+            # float32 head on a bf16 policy (DDP); bf16 when DeepSpeed cast the module.
+            logits = self.head(feats.to(self.head.weight.dtype)).squeeze(-1).float()
             aux = head_loss(logits, soft, self.head_settings.loss)
             # The LM loss is already normalised over the accumulated batch when
             # num_items_in_batch is given; the head's per-micro-batch mean must be averaged too.
             steps = self.current_gradient_accumulation_steps if num_items_in_batch else 1
-            loss = outputs.loss + self.head_settings.weight * aux / steps
+            lm = outputs.loss
+            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+                # As Trainer.compute_loss: the token count is global, and DDP averages over the
+                # processes. The head's mean is per process, which that average makes global.
+                lm = lm * self.accelerator.num_processes
+            loss = lm + self.head_settings.weight * aux / steps
             mode = "train" if model.training else "eval"
             with torch.no_grad():
                 agree = ((logits > 0) == (soft > 0.5)).float().mean()
-            self._metrics[mode]["lm_loss"].append(float(outputs.loss.detach()))
-            self._metrics[mode]["head_loss"].append(float(aux.detach()))
-            self._metrics[mode]["head_agreement"].append(float(agree))
+                # one value per process, averaged, so that the main process logs all of them
+                values = torch.stack([lm.detach().float(), aux.detach(), agree])
+                values = self.accelerator.gather(values[None]).mean(0)
+            self._metrics[mode]["lm_loss"].append(float(values[0]))
+            self._metrics[mode]["head_loss"].append(float(values[1]))
+            self._metrics[mode]["head_agreement"].append(float(values[2]))
             return (loss, outputs) if return_outputs else loss
 
     return PreSafeTrainer
@@ -153,9 +211,14 @@ def build_presafe_trainer(
     from datasets import Dataset
 
     data = tokenized_rows(tokenizer, rows, opener, settings.max_length)
+    args = settings.to_trl(work_dir, progress)
+    if args.ddp_find_unused_parameters is None:
+        # The head runs after the model's forward: DDP's search for unused parameters (its
+        # default for PEFT models) would mark it unused, then see its gradient arrive and fail.
+        args.ddp_find_unused_parameters = False
     return _trainer_class()(
         model=model,
-        args=settings.to_trl(work_dir, progress),
+        args=args,
         train_dataset=Dataset.from_list(data),
         processing_class=tokenizer,
         peft_config=settings.lora.peft_config() if settings.lora.enabled else None,
@@ -189,18 +252,20 @@ def train_presafe(
     result = run_training("sft", build, model, tokenizer, rows, settings, out_dir, progress)
     trainer = built[0]
     head_dir = out_dir / "head"
-    save_head(
-        trainer.head,
-        head_dir,
-        {
-            "hidden_size": trainer.head.in_features,
-            "layers": trainer.head_layers,
-            "settings": head.model_dump(mode="json"),
-            "position": "last token of prompt + reasoning opener (predicts the first reasoning "
-            "token)",
-            "opener": opener,
-            "label": "p(refuse | query) soft label from the distilled teacher",
-            "note": "auxiliary training head; not part of the exported model",
-        },
-    )
+    if is_main_process(trainer):
+        save_head(
+            trainer.head,
+            head_dir,
+            {
+                "hidden_size": trainer.head.in_features,
+                "layers": trainer.head_layers,
+                "settings": head.model_dump(mode="json"),
+                "position": "last token of prompt + reasoning opener (predicts the first reasoning "
+                "token)",
+                "opener": opener,
+                "label": "p(refuse | query) soft label from the distilled teacher",
+                "note": "auxiliary training head; not part of the exported model",
+            },
+        )
+    barrier(trainer)
     return result, head_dir

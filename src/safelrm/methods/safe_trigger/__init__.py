@@ -63,6 +63,7 @@ METHOD = Method(
             stages.run_dpo_data,
             lambda r: [
                 r.dpo_data,
+                r.pass2.min_part_words,
                 r.data_judges,
                 prompt_file_text(r.pass2.prompt_file, "pass2.yaml"),
                 _gen(r),

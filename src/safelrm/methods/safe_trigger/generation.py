@@ -124,10 +124,11 @@ class Pass2Generator:
         think2 = [rec.reasoning for rec in think]
         parts: list[list[str]] = [[] for _ in rows]
         for k, label in enumerate(labels):
-            stops = ["\n\n", SAFE_CLOSE, SAFE_OPEN, THINK_CLOSE, THINK_OPEN]
-            stops += [other for other in labels if other != label]
+            stops = ["\n\n", SAFE_CLOSE, SAFE_OPEN, THINK_CLOSE, THINK_OPEN, *labels]
             sampling = self.sampling(attempt, 1, s.section_tokens, stops)
-            heads = [SAFE_OPEN + "\n" + self._done(labels, p) + label for p in parts]
+            opener = self.template.opener(label)
+            start = f"{label} {opener}" if opener else label
+            heads = [SAFE_OPEN + "\n" + self._done(labels, p) + start for p in parts]
             requests = [
                 GenerationRequest(
                     id=r["id"],
@@ -141,14 +142,16 @@ class Pass2Generator:
                 self.engine, requests, folder / f"part{k + 1}.jsonl", f"{desc}: {k + 1}/3"
             )
             for p, rec, head in zip(parts, recs, heads, strict=True):
-                p.append(one_line(cut_at(continuation(rec, head), stops)))
+                text = cut_at(continuation(rec, head), stops)
+                p.append(one_line(f"{opener}{text}" if opener else text))
         blocks = [format_block(p, labels) for p in parts]
         sampling = self.sampling(attempt, 1, s.max_new_tokens, [])
+        answer_opener = self.template.openers.get("answer", "")
         requests = [
             GenerationRequest(
                 id=r["id"],
                 messages=self.messages(r),
-                prefix=self._prefix(t, block + "\n\n"),
+                prefix=self._prefix(t, block + "\n\n" + answer_opener),
                 sampling=sampling,
             )
             for r, t, block in zip(rows, think2, blocks, strict=True)
@@ -156,7 +159,8 @@ class Pass2Generator:
         recs = generate(self.engine, requests, folder / "answer.jsonl", f"{desc}: answer")
         out = []
         for r, t, block, rec in zip(rows, think2, blocks, recs, strict=True):
-            answer2 = cut_at(continuation(rec, block), [SAFE_OPEN, THINK_OPEN]).strip()
+            text = continuation(rec, block + "\n\n" + answer_opener)
+            answer2 = (answer_opener + cut_at(text, [SAFE_OPEN, THINK_OPEN])).strip()
             out.append(self._result(r, t, f"{block}\n\n{answer2}"))
         return out
 
@@ -171,7 +175,12 @@ class Pass2Generator:
         return f"{think2.strip()}\n{THINK_CLOSE}\n\n{answer_head}"
 
     def _result(self, row: dict[str, Any], think2: str, answer_text: str) -> dict[str, Any]:
-        check = check_block(answer_text, self.template.labels, self.template.instruction)
+        check = check_block(
+            answer_text,
+            self.template.labels,
+            self.template.instruction,
+            self.settings.min_part_words,
+        )
         return {
             "id": row["id"],
             "think2": think2,

@@ -99,7 +99,10 @@ def build(ctx: Any, engine: Any, queries: list[PromptRecord]) -> dict[str, Any]:
     recs = generate(engine, requests, ctx.dir / "samples.jsonl", "dpo samples")
     by_id = {q.id: q for q in queries}
     query_text = [conversation_text(by_id[rec.id].chat()) for rec in recs]
-    checks = [check_block(rec.answer, labels, template.instruction) for rec in recs]
+    checks = [
+        check_block(rec.answer, labels, template.instruction, r.pass2.min_part_words)
+        for rec in recs
+    ]
     f_safe = [
         v["label"] == "safe"
         for v in AnswerJudges(r.data_judges).judge(

@@ -111,6 +111,7 @@ class Pass2Settings(StrictModel):
     )
     temperature: float = Field(0.0, ge=0.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
+    min_part_words: int = Field(4, ge=1, description="validator: words per <safe> part")
     retries: int = Field(2, ge=0, description="new-seed attempts for rows that fail")
     retry_temperature: float = Field(0.7, gt=0.0, description="used by retries when temperature=0")
     retry_unsafe: bool = Field(

@@ -54,9 +54,13 @@ class BlockCheck:
     answer: str = ""
 
 
-def check_block(text: str, labels: Sequence[str], instruction: str = "") -> BlockCheck:
-    """Validate the answer part of a response (the text after ``</think>``). With
-    ``instruction``, a part that repeats a sentence of it (what small models do) is a problem."""
+def check_block(
+    text: str, labels: Sequence[str], instruction: str = "", min_words: int = 1
+) -> BlockCheck:
+    """Validate the answer part of a response (the text after ``</think>``).
+
+    Every part needs ``min_words`` words. With ``instruction``, a part (or most of the answer)
+    that repeats sentences of it, which small models do, is a problem too."""
     problems: list[str] = []
     n_open, n_close = text.count(SAFE_OPEN), text.count(SAFE_CLOSE)
     if n_open == 0:
@@ -77,8 +81,12 @@ def check_block(text: str, labels: Sequence[str], instruction: str = "") -> Bloc
     answer = text[end + len(SAFE_CLOSE) :].strip()
     parts = _split_parts(body, labels, problems)
     for label, part in parts.items():
+        if part and len(part.split()) < min_words:
+            problems.append(f"part '{label}' has fewer than {min_words} words")
         if part and instruction and copies(part, instruction):
             problems.append(f"part '{label}' copies the instruction")
+    if answer and instruction and copied_share(answer, instruction) >= 0.5:
+        problems.append("answer copies the instruction")
     if not answer:
         problems.append("no answer after </safe>")
     return BlockCheck(not problems, problems, block, parts, answer)
@@ -114,16 +122,30 @@ _WORD = re.compile(r"[a-z0-9']+")
 _SENTENCE = re.compile(r"[.!?;:\n]|\s-\s|\blabel\b", re.IGNORECASE)
 
 
-def copies(text: str, source: str, threshold: float = 0.7) -> bool:
-    """Whether ``text`` is (nearly) one of the sentences of ``source``: word-set Jaccard."""
+def copies(text: str, source: str, threshold: float = 0.7, contained: float = 0.85) -> bool:
+    """Whether ``text`` (nearly) repeats a sentence of ``source``: word-set Jaccard at least
+    ``threshold``, or, for 5+ words, at least ``contained`` of its words inside one sentence."""
     words = set(_WORD.findall(text.lower()))
     if len(words) < 3:
         return False
     for sentence in _SENTENCE.split(source):
         other = set(_WORD.findall(sentence.lower()))
-        if other and len(words & other) / len(words | other) >= threshold:
+        if not other:
+            continue
+        shared = len(words & other)
+        if shared / len(words | other) >= threshold:
+            return True
+        if len(words) >= 5 and shared / len(words) >= contained:
             return True
     return False
+
+
+def copied_share(text: str, source: str) -> float:
+    """The share of ``text``'s sentences (of 3+ words) that copy a sentence of ``source``."""
+    sentences = [x for x in _SENTENCE.split(text) if len(_WORD.findall(x.lower())) >= 3]
+    if not sentences:
+        return 0.0
+    return sum(copies(x, source) for x in sentences) / len(sentences)
 
 
 def final_answer(text: str) -> str:

@@ -89,7 +89,19 @@ def run_pass1(ctx: StageContext) -> dict[str, Any]:
             }
         )
     write_jsonl(ctx.dir / "samples.jsonl", rows)
+    _show_example(ctx, rows)
     return {"n": len(rows), **_label_counts(rows, "label"), **_tokens(recs)}
+
+
+def _show_example(ctx: StageContext, rows: list[dict[str, Any]]) -> None:
+    """Print one general query with the model's reasoning and answer, so a run shows the text."""
+    general = [x for x in rows if x["kind"] not in ("harmful", "jailbreak")]
+    row = (general or rows or [None])[0]
+    if row is not None:
+        ctx.log(
+            f"example ({row['kind']}) {row['text'][:200]!r}\n"
+            f"  reasoning: {row['think1'][:300]!r}\n  answer: {row['answer1'][:300]!r}"
+        )
 
 
 def _meta(p: PromptRecord) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -68,6 +68,7 @@ class Pass2Template:
     instruction: str
     sections: dict[str, str]
     source: str
+    openers: dict[str, str] = field(default_factory=dict)
 
     def render(self, query: str, reasoning: str) -> str:
         return fill(
@@ -77,6 +78,11 @@ class Pass2Template:
     @property
     def labels(self) -> list[str]:
         return [self.sections[k] for k in SECTION_KEYS]
+
+    def opener(self, label: str) -> str:
+        """The first words of a part in scaffolded generation (empty when none)."""
+        key = next(k for k in SECTION_KEYS if self.sections[k] == label)
+        return self.openers.get(key, "")
 
 
 def load_pass2_template(path: str | None = None) -> Pass2Template:
@@ -97,7 +103,14 @@ def load_pass2_template(path: str | None = None) -> Pass2Template:
     labels = {k: str(sections[k]).strip() for k in SECTION_KEYS}
     if any(not v for v in labels.values()) or len(set(labels.values())) != 3:
         raise SafelrmError(f"{where(source, None, 'sections')}: three distinct non-empty labels")
-    template = Pass2Template(instruction.strip(), labels, source)
+    openers = data.get("openers") or {}
+    if not isinstance(openers, dict) or not set(openers) <= {*SECTION_KEYS, "answer"}:
+        raise SafelrmError(
+            f"{where(source, None, 'openers')}: a mapping with keys among "
+            f"{', '.join(SECTION_KEYS)}, answer"
+        )
+    openers = {k: str(v).strip() for k, v in openers.items() if str(v or "").strip()}
+    template = Pass2Template(instruction.strip(), labels, source, openers)
     for f in ("query", "reasoning"):
         if "{" + f + "}" not in template.instruction:
             raise SafelrmError(f"{source}: the instruction must contain the placeholder {{{f}}}")
