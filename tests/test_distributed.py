@@ -8,19 +8,17 @@ process start-up once. Dropout is 0 and the seed fixed, so the runs must agree t
 import json
 import os
 import random
-import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from launching import launch_2cpu
 from safetensors.torch import load_file
 
 from safelrm.train import DPOSettings, SFTSettings, train_dpo, train_sft
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG = ROOT / "configs" / "accelerate" / "cpu_2proc_gloo.yaml"
 STEPS = 3  # 8 rows at global batch 4: the third step is in the second (reshuffled) epoch
 COMMON = {"max_steps": STEPS, "learning_rate": 0.01, "lora": {"r": 8, "alpha": 16, "dropout": 0.0}}
 WORDS = "the a to of and is how can i make safe think answer step first then so help sorry".split()
@@ -34,12 +32,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def phrase(rng: random.Random, lo: int, hi: int) -> str:
@@ -70,22 +62,13 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-def accelerate_launch() -> list[str]:
-    script = Path(sys.executable).parent / "accelerate"
-    return [str(script), "launch"] if script.exists() else ["accelerate", "launch"]
-
-
 @pytest.fixture(scope="module")
 def launched(tiny_model_dir, tmp_path_factory):
     """Both trainings of one 2-process launch, per-device batch 2."""
     work = tmp_path_factory.mktemp("dist")
     sft_rows, dpo_rows = make_rows()
     cmd = [
-        *accelerate_launch(),
-        "--config_file",
-        str(CONFIG),
-        "--main_process_port",
-        str(free_port()),
+        *launch_2cpu(),
         "-m",
         "safelrm.train.distributed",
         "check",

@@ -185,25 +185,17 @@ def test_two_processes_share_one_run_folder(tmp_path):
     """A real 2-process launch (CPU, gloo; no model): both run every stage, each sees its stage
     cleared and marked running and the previous stage done; state files are written once."""
     import os
-    import socket
     import subprocess
-    import sys
+
+    from launching import launch_2cpu
 
     root = Path(__file__).resolve().parents[1]
-    launcher = Path(sys.executable).parent / "accelerate"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     run = tmp_path / "run"
     (run / "first").mkdir(parents=True)
     (run / "first" / "stage.json").write_text(json.dumps({"hash": "old", "status": "done"}))
     (run / "first" / "stale.txt").write_text("from an older recipe")
     cmd = [
-        *([str(launcher), "launch"] if launcher.exists() else ["accelerate", "launch"]),
-        "--config_file",
-        str(root / "configs" / "accelerate" / "cpu_2proc_gloo.yaml"),
-        "--main_process_port",
-        str(port),
+        *launch_2cpu(),
         str(Path(__file__).parent / "pipeline_launch.py"),
         str(run),
     ]

@@ -212,19 +212,15 @@ def test_two_processes_train_one_head_as_one_process_does(tiny_model_dir, tmp_pa
     ranks end with the same head, equal to the 1-process head, and the same loss curve."""
     import json
     import os
-    import socket
     import subprocess
-    import sys
     from pathlib import Path
+
+    from launching import launch_2cpu
 
     from safelrm.methods.presafe.stages import head_keys_in_export
     from safelrm.methods.presafe.trainer import train_presafe
 
     root = Path(__file__).resolve().parents[1]
-    launcher = Path(sys.executable).parent / "accelerate"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
 
     rows = _launch_rows()
     rows_path = tmp_path / "rows.jsonl"
@@ -237,11 +233,7 @@ def test_two_processes_train_one_head_as_one_process_does(tiny_model_dir, tmp_pa
     }
     head = {"learning_rate": 0.05, "weight": 1.0}
     cmd = [
-        *([str(launcher), "launch"] if launcher.exists() else ["accelerate", "launch"]),
-        "--config_file",
-        str(root / "configs" / "accelerate" / "cpu_2proc_gloo.yaml"),
-        "--main_process_port",
-        str(port),
+        *launch_2cpu(),
         str(Path(__file__).parent / "presafe_launch.py"),
         str(tiny_model_dir),
         str(rows_path),

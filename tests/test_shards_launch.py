@@ -11,18 +11,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from launching import launch_2cpu
+
 from safelrm.models.shards import shard_of, shard_path
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG = ROOT / "configs" / "accelerate" / "cpu_2proc_gloo.yaml"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def keys_of(path: Path) -> list[str]:
@@ -39,9 +32,7 @@ def test_two_process_generate_runs_both_shards_and_main_merges(tiny_model_dir, t
     )
     out = tmp_path / "run"
     bin_dir = Path(sys.executable).parent
-    launcher = [str(bin_dir / "accelerate"), "launch"]
-    cmd = [*launcher, "--config_file", str(CONFIG), "--main_process_port", str(free_port())]
-    cmd += [str(bin_dir / "safelrm"), "generate", "--model", str(tiny_model_dir)]
+    cmd = [*launch_2cpu(), str(bin_dir / "safelrm"), "generate", "--model", str(tiny_model_dir)]
     cmd += ["--prompts", str(prompts), "--out", str(out), "--show", "0", "--n", "2"]
     cmd += ["--temperature", "0.8", "--max-new-tokens", "16", "--max-reasoning-tokens", "16"]
     cmd += ["--batch-size", "4"]
