@@ -9,7 +9,7 @@ completion, reasoning included.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from safelrm.errors import SafelrmError, where
@@ -41,6 +41,16 @@ def _assistant_text(value: Any, source: str, row: int, field: str) -> str:
             f"{where(source, row, field)}: expected a string or exactly one assistant message"
         )
     return msgs[0]["content"]
+
+
+def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading token ids ``a`` and ``b`` share."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 def _adds_bos(tokenizer: Any) -> bool:

@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from safelrm.train.formats import common_prefix_length
+
 
 @dataclass(frozen=True)
 class Continuation:
@@ -28,15 +30,6 @@ class Continuation:
     n_new_tokens: int
     n_prefill_tokens: int  # tokens of this row encoded beyond the shared prefix
     seconds: float  # the group's wall time divided by its rows
-
-
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 def eos_token_ids(model: Any, tokenizer: Any) -> list[int]:
@@ -76,7 +69,7 @@ def continue_from_prefix(
     eos = list(eos_ids) if eos_ids is not None else eos_token_ids(model, tokenizer)
     joint = [tokenizer(prefix + s, add_special_tokens=False)["input_ids"] for s in starts]
     base = tokenizer(prefix, add_special_tokens=False)["input_ids"]
-    shared = min(_common_prefix(base, j) for j in joint)
+    shared = min(common_prefix_length(base, j) for j in joint)
     shared = min(shared, min(len(j) for j in joint) - 1)  # every row feeds >= 1 own token
     tails = [j[shared:] for j in joint]
     width = max(len(t) for t in tails)

@@ -18,6 +18,7 @@ from typing import Any
 
 from safelrm.errors import SafelrmError
 from safelrm.io import write_json
+from safelrm.train.formats import common_prefix_length
 
 HEAD_WEIGHTS = "head.pt"
 HEAD_META = "head.json"
@@ -37,15 +38,6 @@ def resolve_layers(layer: int, mean_last: int, n_layers: int) -> list[int]:
             f"layer 1 (at most {index})"
         )
     return list(range(index - mean_last + 1, index + 1))
-
-
-def common_prefix_length(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 def tokenize_row(
