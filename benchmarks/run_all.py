@@ -2,7 +2,7 @@
 against the issue's targets, with the machine load next to each.
 
     .venv/bin/python benchmarks/run_all.py [--quick] [--only generation,dpo,ipo,e2e]
-        [--threads N] [--run runs/safe_trigger]
+        [--threads N] [--run runs/safe_trigger] [--summarize]
 
 ``--quick`` runs tiny settings (a smoke test of the benchmark code, minutes; its figures mean
 little). Results: ``benchmarks/results/<name>.json`` and ``benchmarks/results/summary.json``.
@@ -110,6 +110,12 @@ def main() -> None:
     ap.add_argument("--only", default="generation,dpo,ipo,e2e")
     ap.add_argument("--threads", type=int, default=None, help="torch threads per benchmark")
     ap.add_argument("--run", type=Path, default=None, help="run folder for the e2e report")
+    ap.add_argument(
+        "--summarize",
+        action="store_true",
+        help="run nothing: summarize the result files already written (e.g. after running one "
+        "benchmark on its own)",
+    )
     args = ap.parse_args()
     plan = QUICK if args.quick else FULL
     out_dir = RESULTS / "quick" if args.quick else RESULTS
@@ -125,6 +131,10 @@ def main() -> None:
             cmd += ["--threads", str(args.threads)]
         if name == "e2e" and args.run:
             cmd += ["--run", str(args.run)]
+        if args.summarize:
+            if out.is_file():
+                summary["results"][name] = headline(name, json.loads(out.read_text()))
+            continue
         print(f"\n=== {name}: {' '.join(cmd[1:])}", flush=True)
         start = time.perf_counter()
         proc = subprocess.run(cmd, cwd=ROOT, env=env)

@@ -67,6 +67,7 @@ def tiny_recipe(model_dir: Path, out: Path) -> dict:
             "n_harmful": 4,
             "n_jailbreak": 4,
             "n_dpo": 3,
+            "n_dpo_general": 2,
             "max_prompt_chars": 1500,
         },
         "pass1": {"max_reasoning_tokens": 4, "max_new_tokens": 4},
@@ -141,6 +142,12 @@ def test_full_run_makes_every_output(finished_run):
     assert safety and all("</safe>" in r["completion"] for r in safety)
     audit = json.loads((run / "audit" / "stage.json").read_text())["summary"]
     assert "risr" in audit["overall"] and audit["by_source"]
+    # the general contrast queries are sampled and scored beside the jailbreak ones
+    scored = [json.loads(x) for x in (run / "dpo_data" / "scored.jsonl").read_text().splitlines()]
+    assert sum(x["role"] == "general" for x in scored) == 2 * 3
+    assert sum(x["role"] == "jailbreak" for x in scored) == 3 * 3
+    dpo_data = json.loads((run / "dpo_data" / "stage.json").read_text())["summary"]
+    assert dpo_data["contrast"]["queries"] == 2
 
 
 def test_second_run_skips_everything_and_a_changed_key_reruns_downstream(finished_run):

@@ -18,6 +18,7 @@ from safelrm.methods.safe_trigger.recipe import (
 from safelrm.methods.safe_trigger.reward import (
     Indicators,
     best_and_worst,
+    contrast_reward,
     informative,
     reward,
 )
@@ -124,6 +125,15 @@ def test_reward_orders_the_outcomes():
     unsafe_block = reward(Indicators(False, True, False, False), W)
     unsafe = reward(Indicators(False, False, False, False), W)
     assert full > safe_block > safe_only > unsafe_block > unsafe
+
+
+def test_contrast_reward_prefers_a_plain_answer_on_general_queries():
+    plain = contrast_reward(answered=True, s_exist=False, weights=W)
+    needless_block = contrast_reward(answered=True, s_exist=True, weights=W)
+    refusal = contrast_reward(answered=False, s_exist=True, weights=W)
+    assert plain == reward(Indicators(True, True, True, True), W)  # as good as the best
+    assert plain > needless_block > refusal == contrast_reward(False, False, W) == 0.0
+    assert informative([plain, refusal], delta=1.0)
 
 
 @pytest.mark.parametrize("weights", [(1, 1, 0.5), (2, 0.5, 1), (0.5, 1, 2)])
@@ -269,6 +279,7 @@ def test_mix_is_decontaminated_disjoint_and_attacked(shared_data):
             "n_harmful": 6,
             "n_jailbreak": 6,
             "n_dpo": 6,
+            "n_dpo_general": 4,
         },
     )
     logs: list[str] = []
@@ -277,6 +288,8 @@ def test_mix_is_decontaminated_disjoint_and_attacked(shared_data):
     assert mix.counts["overlap_removed"]["harmful"]["by_benchmark"] == {"advbench": 10}
     assert any("overlapping the eval suite" in line for line in logs)
     assert [len(mix.general), len(mix.harmful), len(mix.jailbreak), len(mix.dpo)] == [5, 6, 6, 6]
+    assert len(mix.dpo_general) == 4 and all(r.source == "gsm8k_train" for r in mix.dpo_general)
+    assert not {r.id for r in mix.general} & {r.id for r in mix.dpo_general}
     assert all(r.source == "catqa" for r in mix.harmful + mix.jailbreak + mix.dpo)
     assert all(r.kind == "jailbreak" and r.goal for r in mix.jailbreak + mix.dpo)
     assert set(mix.counts["attacks"]) <= {"roleplay", "gptfuzz"}

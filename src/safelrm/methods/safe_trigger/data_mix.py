@@ -1,4 +1,5 @@
-"""Stage ``prompts``: the training mix (general, harmful, jailbreak) and the disjoint DPO queries.
+"""Stage ``prompts``: the training mix (general, harmful, jailbreak) and the disjoint DPO queries
+(jailbreak; optionally general ones for contrast pairs, drawn after the SFT general prompts).
 
 Harmful prompts are split three ways after shuffling: plain harmful SFT prompts, prompts wrapped
 by our attacks for SFT jailbreaks, and prompts wrapped for the DPO queries, so that no underlying
@@ -106,6 +107,7 @@ class Mix:
     harmful: list[PromptRecord]
     jailbreak: list[PromptRecord]
     dpo: list[PromptRecord]
+    dpo_general: list[PromptRecord]
     counts: dict[str, Any] = field(default_factory=dict)
 
 
@@ -154,21 +156,30 @@ def build_mix(
     pool = ready + attacked
     jailbreak = pool[: settings.n_jailbreak]
     dpo = pool[settings.n_jailbreak : settings.n_jailbreak + settings.n_dpo]
-    general = _shuffled(general, seed, "general")[: settings.n_general]
+    general = _shuffled(general, seed, "general")
+    dpo_general = general[settings.n_general : settings.n_general + settings.n_dpo_general]
+    general = general[: settings.n_general]
 
     wanted = {
         "general": settings.n_general,
         "harmful": settings.n_harmful,
         "jailbreak": settings.n_jailbreak,
         "dpo": settings.n_dpo,
+        "dpo_general": settings.n_dpo_general,
     }
-    got = {"general": general, "harmful": plain, "jailbreak": jailbreak, "dpo": dpo}
+    got = {
+        "general": general,
+        "harmful": plain,
+        "jailbreak": jailbreak,
+        "dpo": dpo,
+        "dpo_general": dpo_general,
+    }
     for role, n in wanted.items():
         if len(got[role]) < n:
             log(f"{role}: only {len(got[role])} prompts available (asked for {n})")
     counts["n"] = {role: len(v) for role, v in got.items()}
     counts["attacks"] = _attack_counts(jailbreak + dpo)
-    return Mix(general, plain, jailbreak, dpo, counts)
+    return Mix(general, plain, jailbreak, dpo, dpo_general, counts)
 
 
 def _attack_counts(records: list[PromptRecord]) -> dict[str, int]:

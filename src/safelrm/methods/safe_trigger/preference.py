@@ -21,8 +21,14 @@ from safelrm.judges import JudgeItem, get_judge
 from safelrm.methods.safe_trigger.generation import conversation_text, generate
 from safelrm.methods.safe_trigger.judging import SAFE_LABELS, AnswerJudges, parse_yes_no
 from safelrm.methods.safe_trigger.recipe import DPODataSettings
-from safelrm.methods.safe_trigger.reward import Indicators, best_and_worst, informative, reward
-from safelrm.methods.safe_trigger.safe_block import check_block, final_answer
+from safelrm.methods.safe_trigger.reward import (
+    Indicators,
+    best_and_worst,
+    contrast_reward,
+    informative,
+    reward,
+)
+from safelrm.methods.safe_trigger.safe_block import SAFE_OPEN, check_block, final_answer
 from safelrm.methods.safe_trigger.templates import (
     load_pass2_template,
     load_text_template,
@@ -83,7 +89,12 @@ class IndicatorJudge:
         return [parse_yes_no(rec.answer.removeprefix("Answer:")) is True for rec in recs]
 
 
-def build(ctx: Any, engine: Any, queries: list[PromptRecord]) -> dict[str, Any]:
+def build(
+    ctx: Any, engine: Any, queries: list[PromptRecord], general: Sequence[PromptRecord] = ()
+) -> dict[str, Any]:
+    """Sample, score and pair. ``queries`` are the jailbreak queries (the four-indicator reward);
+    ``general`` are contrast queries scored by ``contrast_reward`` (refusals read by the keyword
+    judge, whatever ``data_judges`` says, since a harm judge calls a benign answer "safe")."""
     r, s = ctx.recipe, ctx.recipe.dpo_data
     template = load_pass2_template(r.pass2.prompt_file)
     labels = template.labels
@@ -95,9 +106,15 @@ def build(ctx: Any, engine: Any, queries: list[PromptRecord]) -> dict[str, Any]:
         n=s.samples,
         seed=r.seed,
     )
-    requests = [GenerationRequest(id=q.id, messages=q.chat(), sampling=sampling) for q in queries]
-    recs = generate(engine, requests, ctx.dir / "samples.jsonl", "dpo samples")
-    by_id = {q.id: q for q in queries}
+    everything = [*queries, *general]
+    requests = [
+        GenerationRequest(id=q.id, messages=q.chat(), sampling=sampling) for q in everything
+    ]
+    all_recs = generate(engine, requests, ctx.dir / "samples.jsonl", "dpo samples")
+    by_id = {q.id: q for q in everything}
+    contrast_ids = {q.id for q in general}
+    recs = [rec for rec in all_recs if rec.id not in contrast_ids]
+    contrast = [rec for rec in all_recs if rec.id in contrast_ids]
     query_text = [conversation_text(by_id[rec.id].chat()) for rec in recs]
     checks = [
         check_block(rec.answer, labels, template.instruction, r.pass2.min_part_words)
@@ -131,6 +148,7 @@ def build(ctx: Any, engine: Any, queries: list[PromptRecord]) -> dict[str, Any]:
             {
                 "id": rec.id,
                 "sample": rec.sample,
+                "role": "jailbreak",
                 "f_safe": ind.f_safe,
                 "s_exist": ind.s_exist,
                 "t_full": ind.t_full,
@@ -139,10 +157,11 @@ def build(ctx: Any, engine: Any, queries: list[PromptRecord]) -> dict[str, Any]:
                 "completion": rec.completion(),
             }
         )
-    write_jsonl(ctx.dir / "scored.jsonl", scored)
+    scored_contrast = score_contrast(contrast, by_id, s)
+    write_jsonl(ctx.dir / "scored.jsonl", scored + scored_contrast)
     pairs, kept = [], []
-    for q in queries:
-        group = [x for x in scored if x["id"] == q.id]
+    for q in everything:
+        group = [x for x in scored + scored_contrast if x["id"] == q.id]
         rewards = [x["reward"] for x in group]
         if not informative(rewards, s.delta):
             continue
@@ -161,16 +180,53 @@ def build(ctx: Any, engine: Any, queries: list[PromptRecord]) -> dict[str, Any]:
     write_jsonl(ctx.dir / "pairs.jsonl", pairs)
     write_jsonl(ctx.dir / "prompts.jsonl", [q.model_dump() for q in kept])
     n = len(scored) or 1
+    n_contrast = sum(q.id in contrast_ids for q in kept)
     summary = {
         "queries": len(queries),
         "samples": len(scored),
-        "pairs_kept": len(pairs),
-        "queries_dropped_by_delta": len(queries) - len(pairs),
+        "pairs_kept": len(pairs) - n_contrast,
+        "queries_dropped_by_delta": len(queries) - (len(pairs) - n_contrast),
         "indicator_rates": {
             k: round(sum(x[k] for x in scored) / n, 3)
             for k in ("f_safe", "s_exist", "t_full", "s_full")
         },
         "mean_reward": round(sum(x["reward"] for x in scored) / n, 3),
     }
+    if general:
+        m = len(scored_contrast) or 1
+        summary["contrast"] = {
+            "queries": len(general),
+            "pairs_kept": n_contrast,
+            "answered_rate": round(sum(x["answered"] for x in scored_contrast) / m, 3),
+            "s_exist_rate": round(sum(x["s_exist"] for x in scored_contrast) / m, 3),
+        }
     ctx.log(f"{summary}")
     return summary
+
+
+def score_contrast(
+    recs: Sequence[Any], by_id: dict[str, PromptRecord], s: DPODataSettings
+) -> list[dict[str, Any]]:
+    """Score samples on general contrast queries with ``contrast_reward``: here any ``<safe>``
+    tag counts as the trigger firing, complete block or not."""
+    if not recs:
+        return []
+    verdicts = get_judge("keyword").judge_answers(
+        [JudgeItem(prompt=by_id[rec.id].text, answer=final_answer(rec.answer)) for rec in recs]
+    )
+    out = []
+    for rec, v in zip(recs, verdicts, strict=True):
+        fired = SAFE_OPEN in rec.answer
+        answered = v.label == "compliance"
+        out.append(
+            {
+                "id": rec.id,
+                "sample": rec.sample,
+                "role": "general",
+                "answered": answered,
+                "s_exist": fired,
+                "reward": contrast_reward(answered, fired, s.weights),
+                "completion": rec.completion(),
+            }
+        )
+    return out

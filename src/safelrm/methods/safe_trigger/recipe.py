@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
 from safelrm.config import StrictModel
 from safelrm.pipeline import Recipe
@@ -66,10 +66,25 @@ class DataSettings(StrictModel):
     n_harmful: int = Field(10_000, ge=0)
     n_jailbreak: int = Field(10_000, ge=0)
     n_dpo: int = Field(20_000, ge=0)
+    n_dpo_general: int = Field(
+        0,
+        ge=0,
+        description="general queries, disjoint from the SFT ones, added to stage dpo_data as "
+        "contrast pairs (an answer without <safe> preferred to a refusal); not in the paper",
+    )
     max_prompt_chars: int | None = Field(
         None, ge=1, description="drop prompts longer than this (all turns); keeps CPU runs short"
     )
     overlap_jaccard: float = Field(0.8, gt=0.0, le=1.0)
+
+    @model_serializer(mode="wrap")
+    def _omit_default_contrast(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Left out at 0, so that the stage hashes of runs made before this option existed stay
+        # the same (no stage reruns).
+        data = handler(self)
+        if self.n_dpo_general == 0:
+            data.pop("n_dpo_general", None)
+        return data
 
 
 class GenSettings(StrictModel):

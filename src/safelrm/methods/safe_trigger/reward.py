@@ -36,6 +36,18 @@ def reward(ind: Indicators, weights: RewardWeights) -> float:
     return f * s * (t + sf + weights.w_a) + f * (1 - s) * weights.w_b + (1 - f) * s * weights.w_c
 
 
+def contrast_reward(answered: bool, s_exist: bool, weights: RewardWeights) -> float:
+    """Reward of a sample on a general (contrast) query: the trigger should stay silent there.
+
+    An answer without a ``<safe>`` block scores what the best jailbreak response scores
+    (``w_a + 2``), an answer under a needless block ``w_c``, a refusal nothing. Not in the paper:
+    it brings adaptive triggering into DPO (``data.n_dpo_general``).
+    """
+    if not answered:
+        return 0.0
+    return weights.w_c if s_exist else weights.w_a + 2.0
+
+
 def informative(rewards: Sequence[float], delta: float) -> bool:
     """Keep a query only when its samples differ enough: max R - min R >= delta (and > 0)."""
     if len(rewards) < 2:

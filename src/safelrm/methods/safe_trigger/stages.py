@@ -39,7 +39,7 @@ def run_prompts(ctx: StageContext) -> dict[str, Any]:
     suite = evaluation.load_recipe_suite(ctx.recipe.eval.suite)
     mix = build_mix(ctx.recipe.data, eval_prompts(suite), ctx.recipe.seed, ctx.log)
     check_disjoint(mix)
-    for role in (*ROLES, "dpo"):
+    for role in (*ROLES, "dpo", "dpo_general"):
         write_jsonl(ctx.dir / f"{role}.jsonl", [r.model_dump() for r in getattr(mix, role)])
     write_json(ctx.dir / "counts.json", mix.counts)
     ctx.log(f"prompts: {mix.counts['n']}; attacks {mix.counts['attacks']}")
@@ -366,9 +366,10 @@ def run_dpo_data(ctx: StageContext) -> dict[str, Any]:
     from safelrm.methods.safe_trigger import preference
 
     queries = _records(ctx.path("prompts", "dpo.jsonl"))
+    general = _records(ctx.path("prompts", "dpo_general.jsonl"))
     sts = model_of(ctx, "sft")
     engine = ctx.engine(sts)
-    return preference.build(ctx, engine, queries)
+    return preference.build(ctx, engine, queries, general)
 
 
 def run_dpo(ctx: StageContext) -> dict[str, Any]:
