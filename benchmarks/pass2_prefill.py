@@ -31,14 +31,11 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
+    from safelrm.io import read_json, read_jsonl
     from safelrm.models.loading import load_model
     from safelrm.reasoning import get_family
 
-    rows = [
-        json.loads(x)
-        for x in (args.run / "pass2/attempt0/part1.jsonl").read_text().split("\n")
-        if x
-    ]
+    rows = read_jsonl(args.run / "pass2/attempt0/part1.jsonl")
     load_before = machine_load()
     loaded = load_model("default")
     tok, model = loaded.tokenizer, loaded.model
@@ -52,7 +49,7 @@ def main() -> None:
         start = time.perf_counter()
         model(**batch)
         seconds = time.perf_counter() - start
-    stage = json.loads((args.run / "pass2/stage.json").read_text())
+    stage = read_json(args.run / "pass2/stage.json")
     batches = math.ceil(len(rows) / args.batch)
     result: dict[str, Any] = {
         "benchmark": "pass2_prefill",

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field, SerializerFunctionWrapHandler, model_serializer, model_validator
+from pydantic import Field, model_validator
 from rich.console import Console
 
 from safelrm.config import StrictModel, load_yaml, parse_config
@@ -45,6 +45,8 @@ class GenerationSettings(StrictModel):
     family: str = "auto"
     tensor_parallel_size: int = Field(1, ge=1)  # vLLM: GPUs per engine (tensor parallelism)
 
+    omit_at_default = ("tensor_parallel_size",)
+
     @model_validator(mode="after")
     def _check_backend_options(self) -> GenerationSettings:
         if self.tensor_parallel_size != 1 and self.backend != "vllm":
@@ -53,15 +55,6 @@ class GenerationSettings(StrictModel):
                 f"(backend is '{self.backend}')"
             )
         return self
-
-    @model_serializer(mode="wrap")
-    def _omit_default_tp(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # Left out at its default, so that recipe.json and the stage hashes of recipes written
-        # before this option existed stay the same (no stage reruns).
-        data = handler(self)
-        if self.tensor_parallel_size == 1:
-            data.pop("tensor_parallel_size", None)
-        return data
 
     def backend_options(self) -> dict[str, Any]:
         """Options for the backend beyond make_engine's own: vLLM's only (hf takes none)."""

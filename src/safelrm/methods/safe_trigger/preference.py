@@ -159,9 +159,12 @@ def build(
         )
     scored_contrast = score_contrast(contrast, by_id, s)
     write_jsonl(ctx.dir / "scored.jsonl", scored + scored_contrast)
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for x in scored + scored_contrast:
+        groups.setdefault(x["id"], []).append(x)
     pairs, kept = [], []
     for q in everything:
-        group = [x for x in scored + scored_contrast if x["id"] == q.id]
+        group = groups.get(q.id, [])
         rewards = [x["reward"] for x in group]
         if not informative(rewards, s.delta):
             continue

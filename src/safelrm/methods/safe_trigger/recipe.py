@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, SerializerFunctionWrapHandler, model_serializer, model_validator
+from pydantic import Field, model_validator
 
 from safelrm.config import StrictModel
 from safelrm.pipeline import Recipe
@@ -77,14 +77,7 @@ class DataSettings(StrictModel):
     )
     overlap_jaccard: float = Field(0.8, gt=0.0, le=1.0)
 
-    @model_serializer(mode="wrap")
-    def _omit_default_contrast(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # Left out at 0, so that the stage hashes of runs made before this option existed stay
-        # the same (no stage reruns).
-        data = handler(self)
-        if self.n_dpo_general == 0:
-            data.pop("n_dpo_general", None)
-        return data
+    omit_at_default = ("n_dpo_general",)
 
 
 class GenSettings(StrictModel):
