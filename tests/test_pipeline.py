@@ -133,7 +133,7 @@ def test_tensor_parallel_size_in_a_recipe(fake, tmp_path):
         load_recipe(path, ["generation.backend=hf"])
 
 
-def test_default_tensor_parallel_size_leaves_hashes_and_recipe_json_unchanged():
+def test_default_backend_options_leave_hashes_and_recipe_json_unchanged():
     """Recipes written before the option existed keep their stage hashes (no reruns)."""
     assert GenerationSettings().model_dump(mode="json") == {
         "backend": "hf",
@@ -153,12 +153,13 @@ def test_default_tensor_parallel_size_leaves_hashes_and_recipe_json_unchanged():
 @pytest.mark.parametrize(
     ("generation", "expected"),
     [
-        ({}, {}),
+        ({}, {"prefix_cache_gb": 2.0}),
+        ({"prefix_cache_gb": 0}, {"prefix_cache_gb": 0}),
         ({"backend": "vllm"}, {"tensor_parallel_size": 1}),
         ({"backend": "vllm", "tensor_parallel_size": 4}, {"tensor_parallel_size": 4}),
     ],
 )
-def test_engine_gets_tensor_parallel_size_only_on_vllm(monkeypatch, tmp_path, generation, expected):
+def test_engine_gets_the_options_of_its_backend(monkeypatch, tmp_path, generation, expected):
     seen: list[dict[str, Any]] = []
 
     def fake_make_engine(model: str, **kwargs: Any) -> object:

@@ -44,8 +44,11 @@ class GenerationSettings(StrictModel):
     batch_size: int = Field(16, ge=1)
     family: str = "auto"
     tensor_parallel_size: int = Field(1, ge=1)  # vLLM: GPUs per engine (tensor parallelism)
+    # hf: memory for automatic prefix caching, 0 = off (vLLM manages its own). It should hold the
+    # KV of one engine chunk (4 x batch_size rows) for the reuse to pay.
+    prefix_cache_gb: float = Field(2.0, ge=0.0)
 
-    omit_at_default = ("tensor_parallel_size",)
+    omit_at_default = ("tensor_parallel_size", "prefix_cache_gb")
 
     @model_validator(mode="after")
     def _check_backend_options(self) -> GenerationSettings:
@@ -57,9 +60,11 @@ class GenerationSettings(StrictModel):
         return self
 
     def backend_options(self) -> dict[str, Any]:
-        """Options for the backend beyond make_engine's own: vLLM's only (hf takes none)."""
+        """Options for the backend beyond make_engine's own."""
         if self.backend == "vllm":
             return {"tensor_parallel_size": self.tensor_parallel_size}
+        if self.backend == "hf":
+            return {"prefix_cache_gb": self.prefix_cache_gb}
         return {}
 
 

@@ -1,12 +1,15 @@
 """The ``hf`` backend: batched transformers generation.
 
-Jobs are sorted by prompt length and run in left-padded batches with the KV cache. Sampling is
-done per row with the Gumbel-max trick over a row-seeded generator, so a (request, sample) gives
-the same text whatever batch it lands in, which keeps resumed runs reproducible.
+Jobs are sorted by the length left to encode and run in left-padded batches with the KV cache.
+Sampling is done per row with the Gumbel-max trick over a row-seeded generator, so a (request,
+sample) gives the same text whatever batch it lands in, which keeps resumed runs reproducible.
+Automatic prefix caching (``prefix_cache.py``, on by default as in vLLM) keeps each finished row's
+KV, so a job that continues an earlier one encodes only its new tokens.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -16,6 +19,7 @@ from transformers import LogitsProcessor, LogitsProcessorList
 
 from safelrm.models.engine import Completion, CompletionResult, register_backend
 from safelrm.models.loading import LoadedModel, load_model
+from safelrm.models.prefix_cache import Hit, PrefixCache, batch_layout, build_cache, row_entries
 
 
 class RowSampler(LogitsProcessor):
@@ -58,7 +62,9 @@ class HFBackend:
         batch_size: int = 16,
         dtype: Any = None,
         device: str | None = None,
+        prefix_cache_gb: float = 2.0,
     ) -> None:
+        """``prefix_cache_gb``: memory for automatic prefix caching (0 turns it off)."""
         loaded = model if isinstance(model, LoadedModel) else load_model(model, dtype, device)
         self.model, self.tokenizer = loaded.model, loaded.tokenizer
         self.model_name, self.model_path = loaded.name, loaded.path
@@ -69,6 +75,7 @@ class HFBackend:
         if self.tokenizer.eos_token_id is not None:
             eos.append(self.tokenizer.eos_token_id)
         self.eos_ids = sorted(set(eos))
+        self.prefix_cache = PrefixCache(int(prefix_cache_gb * 2**30)) if prefix_cache_gb else None
 
     @property
     def device(self) -> torch.device:
@@ -78,7 +85,9 @@ class HFBackend:
         self, jobs: Sequence[Completion], on_batch: Callable[[int, int], None] | None = None
     ) -> list[CompletionResult]:
         ids = [self.tokenizer(j.text, add_special_tokens=False)["input_ids"] for j in jobs]
-        order = sorted(range(len(jobs)), key=lambda i: len(ids[i]))
+        cache = self.prefix_cache
+        todo = [len(x) - (cache.lookup(x).n if cache else 0) for x in ids]
+        order = sorted(range(len(jobs)), key=lambda i: todo[i])
         results: list[CompletionResult | None] = [None] * len(jobs)
         for b in range(0, len(order), self.batch_size):
             batch = order[b : b + self.batch_size]
@@ -93,13 +102,14 @@ class HFBackend:
     def _run(self, jobs: list[Completion], ids: list[list[int]]) -> list[CompletionResult]:
         start = time.perf_counter()
         pad = self.tokenizer.pad_token_id
-        width = max(len(x) for x in ids)
-        input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids], device=self.device)
-        mask = torch.tensor(
-            [[0] * (width - len(x)) + [1] * len(x) for x in ids], device=self.device
-        )
+        cache = self.prefix_cache
+        hits = [cache.lookup(x) for x in ids] if cache else [Hit() for _ in ids]
+        rows, mask_rows, cached = batch_layout(ids, hits, pad)
+        input_ids = torch.tensor(rows, device=self.device)
+        mask = torch.tensor(mask_rows, device=self.device)
         stops = sorted({s for j in jobs for s in j.stop})
         max_new = max(j.max_new_tokens for j in jobs)
+        past = {"past_key_values": build_cache(self.model, hits, cached)} if cached else {}
         out = self.model.generate(
             input_ids=input_ids,
             attention_mask=mask,
@@ -113,12 +123,43 @@ class HFBackend:
             pad_token_id=pad,
             stop_strings=stops or None,
             tokenizer=self.tokenizer if stops else None,
+            return_dict_in_generate=True,
+            **past,
         )
+        width = input_ids.shape[1]
+        new_rows = out.sequences[:, width:].tolist()
+        results = [
+            self._result(job, len(prompt), row, 0.0)
+            for job, prompt, row in zip(jobs, ids, new_rows, strict=True)
+        ]
+        if cache is not None:
+            self._keep(cache, out, mask, ids, hits, jobs, new_rows)
         seconds = (time.perf_counter() - start) / len(jobs)
-        results = []
-        for job, prompt, row in zip(jobs, ids, out[:, width:].tolist(), strict=True):
-            results.append(self._result(job, len(prompt), row, seconds))
-        return results
+        return [dataclasses.replace(r, seconds=seconds) for r in results]
+
+    def _keep(
+        self,
+        cache: PrefixCache,
+        out: Any,
+        mask: torch.Tensor,
+        ids: list[list[int]],
+        hits: list[Hit],
+        jobs: list[Completion],
+        new_rows: list[list[int]],
+    ) -> None:
+        """Store each row's KV: its prompt and the tokens it generated before it ended (the last
+        token sampled has no KV yet; a finished row goes on with pads)."""
+        cache.record(hits, ids)
+        ends = {*self.eos_ids, self.tokenizer.pad_token_id}
+        kept = []
+        for job, row in zip(jobs, new_rows, strict=True):
+            end = next((k for k, t in enumerate(row) if t in ends), len(row))
+            kept.append(min(end, job.max_new_tokens, len(row) - 1))
+        per_row = row_entries(out.past_key_values, mask, kept)
+        if per_row is None:
+            return
+        for x, hit, kv, n, row in zip(ids, hits, per_row, kept, new_rows, strict=True):
+            cache.add(x + row[:n], kv, hit)
 
     def _result(
         self, job: Completion, n_prompt: int, row: list[int], seconds: float

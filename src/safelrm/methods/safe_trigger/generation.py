@@ -2,7 +2,9 @@
 
 Every engine call goes through a :class:`RecordStore` in the stage folder, so a stage killed
 mid-way resumes where it stopped. Scaffolded pass 2 runs one batched call per step (think2, each
-section, the answer), continuing from the text so far through the engine's ``prefix``.
+section, the answer), continuing from the text so far through the engine's ``prefix``. Rows go
+through all five steps one engine chunk at a time, so that the backend's prefix cache still holds
+a row's KV when its next step comes and each step encodes only its new tokens.
 """
 
 from __future__ import annotations
@@ -113,6 +115,13 @@ class Pass2Generator:
         ]
 
     def _scaffolded(self, rows: list[dict[str, Any]], attempt: int, folder: Path) -> list[dict]:
+        size = getattr(self.engine, "chunk_size", None) or max(len(rows), 1)
+        out = []
+        for start in range(0, len(rows), size):
+            out += self._scaffold_round(rows[start : start + size], attempt, folder)
+        return out
+
+    def _scaffold_round(self, rows: list[dict[str, Any]], attempt: int, folder: Path) -> list[dict]:
         s, labels = self.settings, self.template.labels
         think_sampling = self.sampling(attempt, s.max_reasoning_tokens, 1, [])
         think_requests = [
