@@ -94,3 +94,30 @@ def test_an_extension_replaces_its_source_and_the_budget_evicts_least_recent():
     assert cache.nbytes <= cache.budget
     assert cache.lookup([100 + i for i in range(21)]).n == 0  # evicted
     assert cache.lookup(list(range(26))).n == 25
+
+
+def test_scaffolded_pass2_in_rounds_matches_one_uncached_round(lively_model_dir, tmp_path):
+    """Pass 2 sends a chunk of rows through all five steps before the next chunk (so the cache
+    holds them); the rows come back in order with the text of one uncached round."""
+    from safelrm.methods.safe_trigger.generation import Pass2Generator
+    from safelrm.methods.safe_trigger.recipe import Pass2Settings
+    from safelrm.methods.safe_trigger.templates import load_pass2_template
+
+    settings = Pass2Settings(max_reasoning_tokens=6, section_tokens=5, max_new_tokens=6)
+    rows = [
+        {
+            "id": f"q{i}",
+            "messages": [{"role": "user", "content": f"how to do {i} " * (i + 1)}],
+            "think1": "some thoughts " * i,
+        }
+        for i in range(5)
+    ]
+    results = {}
+    for name, gb, chunk in (("rounds", 2.0, 2), ("one", 0, 64)):
+        engine = make_engine(str(lively_model_dir), batch_size=2, prefix_cache_gb=gb)
+        engine.chunk_size = chunk
+        gen = Pass2Generator(engine, load_pass2_template(), settings, True, 0, tmp_path / name)
+        results[name] = gen.attempt(rows, 0)
+    assert [r["id"] for r in results["rounds"]] == [r["id"] for r in results["one"]]
+    assert results["rounds"] == results["one"]
+    assert len({r["answer_text"] for r in results["one"]}) > 1

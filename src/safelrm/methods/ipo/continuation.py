@@ -8,9 +8,10 @@ length, so the batch is padded *between* the shared prefix and each start: the a
 what it would alone. Sampling uses the hf backend's per-row seeded sampler, so a row's text does
 not depend on its batch.
 
-The engine's ``prefix`` path re-encodes prompt + prefix for every continuation; this one encodes
-it once per group (e.g. the continuations after each trigger at one intervention point, or the k
-samples of the continuation-safety analysis at one sentence boundary).
+The engine's ``prefix`` path encodes prompt + prefix for every continuation, unless the backend's
+prefix cache holds an earlier row that starts the same way; this one encodes it once per group
+(e.g. the continuations after each trigger at one intervention point, or the k samples of the
+continuation-safety analysis at one sentence boundary), on any model.
 """
 
 from __future__ import annotations
