@@ -11,7 +11,8 @@ with attention mask 0 on the pads; position ids are ``cumsum(mask) - 1``, so eac
 what it would alone (the layout IPO's ``continue_from_prefix`` uses for one shared prefix).
 
 Entries are evicted least recently used first, to a byte budget. An entry that is a prefix of a
-newer one is dropped when the newer one arrives: it can never match longer.
+newer one is dropped when the newer one arrives: it can never match longer. The cache assumes the
+model's weights stay as they were: whoever changes them in place must call ``clear()``.
 """
 
 from __future__ import annotations
