@@ -1,6 +1,6 @@
 """The ``hf`` backend: batched transformers generation.
 
-Jobs are sorted by the length left to encode and run in left-padded batches with the KV cache.
+Jobs are sorted by prompt length and run in left-padded batches with the KV cache.
 Sampling is done per row with the Gumbel-max trick over a row-seeded generator, so a (request,
 sample) gives the same text whatever batch it lands in, which keeps resumed runs reproducible.
 Automatic prefix caching (``prefix_cache.py``, on by default as in vLLM) keeps each finished row's
@@ -85,9 +85,7 @@ class HFBackend:
         self, jobs: Sequence[Completion], on_batch: Callable[[int, int], None] | None = None
     ) -> list[CompletionResult]:
         ids = [self.tokenizer(j.text, add_special_tokens=False)["input_ids"] for j in jobs]
-        cache = self.prefix_cache
-        todo = [len(x) - (cache.lookup(x).n if cache else 0) for x in ids]
-        order = sorted(range(len(jobs)), key=lambda i: todo[i])
+        order = sorted(range(len(jobs)), key=lambda i: len(ids[i]))
         results: list[CompletionResult | None] = [None] * len(jobs)
         for b in range(0, len(order), self.batch_size):
             batch = order[b : b + self.batch_size]
@@ -104,7 +102,7 @@ class HFBackend:
         pad = self.tokenizer.pad_token_id
         cache = self.prefix_cache
         hits = [cache.lookup(x) for x in ids] if cache else [Hit() for _ in ids]
-        rows, mask_rows, cached = batch_layout(ids, hits, pad)
+        rows, mask_rows, cached = batch_layout(ids, [h.n for h in hits], pad)
         input_ids = torch.tensor(rows, device=self.device)
         mask = torch.tensor(mask_rows, device=self.device)
         stops = sorted({s for j in jobs for s in j.stop})

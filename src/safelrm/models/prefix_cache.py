@@ -105,29 +105,28 @@ class PrefixCache:
 
 
 def batch_layout(
-    ids: list[list[int]], hits: list[Hit], pad: int
+    ids: list[list[int]], cached: list[int], pad: int
 ) -> tuple[list[list[int]], list[list[int]], int]:
-    """Token rows and attention mask for a batch (see the module docstring), and the cached
-    width."""
-    cached = max(h.n for h in hits)
-    tails = [x[h.n :] for x, h in zip(ids, hits, strict=True)]
+    """Token rows and attention mask for a batch whose row ``i`` has its first ``cached[i]`` tokens
+    in a KV cache (see the module docstring), and the width of the cached part."""
+    width_cached = max(cached)
+    tails = [x[n:] for x, n in zip(ids, cached, strict=True)]
     width = max(len(t) for t in tails)
     rows, mask = [], []
-    for x, h, t in zip(ids, hits, tails, strict=True):
-        lead, gap = cached - h.n, width - len(t)
-        rows.append([pad] * lead + x[: h.n] + [pad] * gap + t)
-        mask.append([0] * lead + [1] * h.n + [0] * gap + [1] * len(t))
-    return rows, mask, cached
+    for x, n, t in zip(ids, cached, tails, strict=True):
+        lead, gap = width_cached - n, width - len(t)
+        rows.append([pad] * lead + x[:n] + [pad] * gap + t)
+        mask.append([0] * lead + [1] * n + [0] * gap + [1] * len(t))
+    return rows, mask, width_cached
 
 
 def build_cache(model: Any, hits: list[Hit], cached: int) -> Any:
     """A DynamicCache of ``cached`` positions holding each row's entry, right-aligned."""
     from transformers import DynamicCache
 
-    n_layers = len(next(h.entry for h in hits if h.entry is not None).kv)
+    first = next(h.entry for h in hits if h.entry is not None)
     cache = DynamicCache(config=model.config)
-    for layer in range(n_layers):
-        k0, v0 = next(h.entry for h in hits if h.entry is not None).kv[layer]
+    for layer, (k0, v0) in enumerate(first.kv):
         keys = k0.new_zeros((len(hits), k0.shape[0], cached, k0.shape[2]))
         values = v0.new_zeros((len(hits), v0.shape[0], cached, v0.shape[2]))
         for i, h in enumerate(hits):

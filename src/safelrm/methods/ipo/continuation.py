@@ -61,6 +61,7 @@ def continue_from_prefix(
 
     from safelrm.models.engine import Completion
     from safelrm.models.hf import RowSampler
+    from safelrm.models.prefix_cache import batch_layout
 
     if not starts:
         return []
@@ -72,10 +73,7 @@ def continue_from_prefix(
     base = tokenizer(prefix, add_special_tokens=False)["input_ids"]
     shared = min(common_prefix_length(base, j) for j in joint)
     shared = min(shared, min(len(j) for j in joint) - 1)  # every row feeds >= 1 own token
-    tails = [j[shared:] for j in joint]
-    width = max(len(t) for t in tails)
-    rows = [joint[0][:shared] + [pad] * (width - len(t)) + t for t in tails]
-    mask = [[1] * shared + [0] * (width - len(t)) + [1] * len(t) for t in tails]
+    rows, mask, _ = batch_layout(joint, [shared] * len(joint), pad)
     seeds = list(seeds) if seeds is not None else [0] * len(starts)
     jobs = [Completion("", max_new_tokens, temperature, top_p, s, list(stop)) for s in seeds]
     kwargs: dict[str, Any] = {}
@@ -102,10 +100,10 @@ def continue_from_prefix(
             **kwargs,
         )
     seconds = (time.perf_counter() - t0) / len(starts)
-    new = out[:, shared + width :].tolist()
+    new = out[:, len(rows[0]) :].tolist()
     return [
-        _result(tokenizer, row, eos, max_new_tokens, stop, len(t), seconds)
-        for row, t in zip(new, tails, strict=True)
+        _result(tokenizer, row, eos, max_new_tokens, stop, len(j) - shared, seconds)
+        for row, j in zip(new, joint, strict=True)
     ]
 
 
@@ -148,6 +146,8 @@ def measure_continuation_cost(
     row generates its full budget; the best of ``repeats`` runs."""
     import torch
 
+    from safelrm.models.prefix_cache import batch_layout
+
     device = next(model.parameters()).device
     k = len(starts)
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
@@ -175,9 +175,9 @@ def measure_continuation_cost(
 
     def reencode() -> Any:
         joint = [tokenizer(prefix + s, add_special_tokens=False)["input_ids"] for s in starts]
-        width = max(len(j) for j in joint)
-        ids = torch.tensor([[pad] * (width - len(j)) + j for j in joint], device=device)
-        mask = torch.tensor([[0] * (width - len(j)) + [1] * len(j) for j in joint], device=device)
+        rows, rows_mask, _ = batch_layout(joint, [0] * len(joint), pad)
+        ids = torch.tensor(rows, device=device)
+        mask = torch.tensor(rows_mask, device=device)
         with torch.inference_mode():
             return model.generate(
                 input_ids=ids,
