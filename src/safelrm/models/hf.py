@@ -20,6 +20,7 @@ from transformers import LogitsProcessor, LogitsProcessorList
 from safelrm.models.engine import Completion, CompletionResult, register_backend
 from safelrm.models.loading import LoadedModel, load_model
 from safelrm.models.prefix_cache import Hit, PrefixCache, batch_layout, build_cache, row_entries
+from safelrm.models.prompt_ids import encode_prompt
 
 
 class RowSampler(LogitsProcessor):
@@ -84,7 +85,7 @@ class HFBackend:
     def complete(
         self, jobs: Sequence[Completion], on_batch: Callable[[int, int], None] | None = None
     ) -> list[CompletionResult]:
-        ids = [self.tokenizer(j.text, add_special_tokens=False)["input_ids"] for j in jobs]
+        ids = [encode_prompt(self.tokenizer, j.text) for j in jobs]
         order = sorted(range(len(jobs)), key=lambda i: len(ids[i]))
         results: list[CompletionResult | None] = [None] * len(jobs)
         for b in range(0, len(order), self.batch_size):

@@ -14,6 +14,7 @@ from typing import Any
 from safelrm.errors import SafelrmError
 from safelrm.models.engine import Completion, CompletionResult, register_backend
 from safelrm.models.loading import load_tokenizer, resolve_model
+from safelrm.models.prompt_ids import encode_prompt
 
 
 class VLLMBackend:
@@ -57,7 +58,7 @@ class VLLMBackend:
         results: list[CompletionResult] = []
         for b in range(0, len(jobs), self.batch_size):
             batch = jobs[b : b + self.batch_size]
-            ids = [self.tokenizer(j.text, add_special_tokens=False)["input_ids"] for j in batch]
+            ids = [encode_prompt(self.tokenizer, j.text) for j in batch]
             params = [
                 self._vllm.SamplingParams(
                     temperature=j.temperature,
