@@ -6,7 +6,8 @@ split it as ``"\\n", "\\n"`` when text follows. So a model trained on ``</think>
 saw the ``"\\n\\n"`` token that ends the engine's answer prompt ``...</think>\\n\\n``, and its
 next-token choice there is untrained. Encoding the prompt as if text followed (a sentinel appended,
 then its tokens removed) gives the model the context it was trained on. Tokenizers whose trailing
-whitespace does not depend on what follows (Qwen's and Llama 3's) get the same ids either way.
+whitespace does not depend on what follows get the same ids either way; by their pre-tokenizer
+patterns Qwen's and Llama 3's should be among them (not checked: no such tokenizer offline).
 """
 
 from __future__ import annotations
