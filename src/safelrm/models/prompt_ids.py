@@ -23,14 +23,11 @@ def encode_prompt(tokenizer: Any, text: str) -> list[int]:
     Falls back to the plain encoding when the sentinel merges with the whitespace (a trailing
     space: ``" A"`` is one token) or the ids without it do not decode to ``text``.
     """
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    if not text or not text[-1].isspace():
-        return ids
-    tail = tokenizer(SENTINEL, add_special_tokens=False)["input_ids"]
-    joint = tokenizer(text + SENTINEL, add_special_tokens=False)["input_ids"]
-    if joint[-len(tail) :] != tail:
-        return ids
-    head = joint[: -len(tail)]
-    if head == ids or tokenizer.decode(head, clean_up_tokenization_spaces=False) != text:
-        return ids
-    return head
+    if text[-1:].isspace():
+        tail = tokenizer(SENTINEL, add_special_tokens=False)["input_ids"]
+        joint = tokenizer(text + SENTINEL, add_special_tokens=False)["input_ids"]
+        head = joint[: -len(tail)]
+        decoded = tokenizer.decode(head, clean_up_tokenization_spaces=False)
+        if joint[-len(tail) :] == tail and decoded == text:
+            return head
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
