@@ -1,21 +1,26 @@
 """DPO step time and peak memory, side by side in one run, each variant in its own process:
 
 - ``safelrm``: ``build_dpo_trainer`` with LoRA (reference = the adapter-disabled policy, no second
-  copy) and ``precompute_ref_log_probs=True`` (reference log-probs computed once, before step 1);
+  copy), ``precompute_ref_log_probs=True`` (reference log-probs computed once, before step 1), and
+  its lean RMSNorm/SwiGLU autograd and CPU LM-head tile (``safelrm.train.lean``);
 - ``trl_full_ref``: TRL's ``DPOTrainer`` with full fine-tuning and a separate reference model
   (a second copy of the weights, one extra forward per step).
 
 Same rows (CoCoNot preference pairs rendered with the model's chat template), batch, max length,
 learning rate and steps. Step time = median of the steps after the first (warm-up); peak memory
-= the child's VmHWM. Targets: safelrm <= 0.6x step time and <= 0.6x peak memory.
+= the child's VmHWM. Each variant runs ``--repeats`` times, alternating; the ratios compare the
+medians (peak RSS moves by 20% between identical runs here). Targets: safelrm <= 0.6x step time
+and <= 0.6x peak memory.
 
     .venv/bin/python benchmarks/dpo_memory.py [--steps 4] [--batch 2] [--max-length 256]
+        [--repeats 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -67,7 +72,8 @@ def child(
     variant: str, model_spec: str, steps: int, batch: int, max_length: int, knobs: dict
 ) -> dict:
     """One variant in this process; returns its timings and memory. ``knobs``: optional
-    ``gradient_checkpointing`` (both variants) and ``lora`` overrides (safelrm variant)."""
+    ``gradient_checkpointing`` (both variants); ``lora``, ``lean_layers`` and ``trl_lm_head_tile``
+    (safelrm variant)."""
     from datasets import Dataset
 
     from safelrm.models import load_model
@@ -87,8 +93,13 @@ def child(
     work = Path(tempfile.mkdtemp(prefix=f"safelrm-bench-{variant}-"))
     if variant == "safelrm":
         lora = knobs.get("lora") or {}  # empty: safelrm's default LoRA
-        settings = DPOSettings(**common, precompute_ref_log_probs=True, lora=lora)
+        lean = knobs.get("lean_layers", True)
+        settings = DPOSettings(**common, precompute_ref_log_probs=True, lora=lora, lean_layers=lean)
         trainer = build_dpo_trainer(model, tok, rows, settings, work, progress=False)
+        if knobs.get("trl_lm_head_tile"):
+            import trl.trainer.utils as trl_utils
+
+            trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE = 32768  # TRL's own, undoing train/lean.py
     else:
         from transformers import AutoModelForCausalLM
         from trl import DPOTrainer
@@ -129,6 +140,16 @@ def child(
     }
 
 
+def summarize(runs: list[dict]) -> dict:
+    """One variant's repeated runs: the median of their step times and of their peaks, the runs."""
+    return {
+        "median_step_seconds": statistics.median(r["median_step_seconds"] for r in runs),
+        "peak_rss_mb": statistics.median(r["peak_rss_mb"] for r in runs),
+        "train_seconds": statistics.median(r["train_seconds"] for r in runs),
+        "runs": runs,
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="default")
@@ -139,8 +160,21 @@ def main() -> None:
     ap.add_argument(
         "--gradient-checkpointing", action="store_true", help="on in both variants (as at scale)"
     )
+    ap.add_argument(
+        "--no-lean-layers",
+        action="store_true",
+        help="safelrm variant: plain RMSNorm/SwiGLU autograd",
+    )
+    ap.add_argument(
+        "--trl-lm-head-tile",
+        action="store_true",
+        help="safelrm variant: TRL's 32,768-column LM-head tile instead of safelrm's CPU tile",
+    )
     ap.add_argument("--lora-r", type=int, default=None, help="safelrm variant (default: 64)")
     ap.add_argument("--lora-dropout", type=float, default=None, help="(default: 0.05)")
+    ap.add_argument(
+        "--repeats", type=int, default=3, help="runs of each variant; figures are their medians"
+    )
     ap.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
@@ -149,7 +183,12 @@ def main() -> None:
 
         torch.set_num_threads(args.threads)
     lora = {k: v for k, v in (("r", args.lora_r), ("dropout", args.lora_dropout)) if v is not None}
-    knobs = {"gradient_checkpointing": args.gradient_checkpointing, "lora": lora}
+    knobs = {
+        "gradient_checkpointing": args.gradient_checkpointing,
+        "lora": lora,
+        "lean_layers": not args.no_lean_layers,
+        "trl_lm_head_tile": args.trl_lm_head_tile,
+    }
     if args.child:
         run = child(args.child, args.model, args.steps, args.batch, args.max_length, knobs)
         print(json.dumps(run))
@@ -162,20 +201,35 @@ def main() -> None:
         shared += ["--threads", str(args.threads)]
     if args.gradient_checkpointing:
         shared += ["--gradient-checkpointing"]
+    if args.no_lean_layers:
+        shared += ["--no-lean-layers"]
+    if args.trl_lm_head_tile:
+        shared += ["--trl-lm-head-tile"]
     if args.lora_r is not None:
         shared += ["--lora-r", str(args.lora_r)]
     if args.lora_dropout is not None:
         shared += ["--lora-dropout", str(args.lora_dropout)]
-    runs = {}
-    for variant in VARIANTS:
-        print(f"dpo_memory: running {variant} ...", file=sys.stderr, flush=True)
-        runs[variant] = {
-            **run_child([str(Path(__file__)), "--child", variant, *shared]),
-            "load_after": machine_load()["loadavg"],
-        }
+    repeats: dict[str, list[dict]] = {v: [] for v in VARIANTS}
+    for i in range(args.repeats):  # alternating, so that drifting load hits both alike
+        for variant in VARIANTS:
+            print(f"dpo_memory: {variant}, run {i + 1}/{args.repeats} ...", file=sys.stderr)
+            repeats[variant].append(
+                {
+                    **run_child([str(Path(__file__)), "--child", variant, *shared]),
+                    "load_after": machine_load()["loadavg"],
+                }
+            )
+    runs = {variant: summarize(repeats[variant]) for variant in VARIANTS}
     ours, theirs = runs["safelrm"], runs["trl_full_ref"]
     step_ratio = ratio(ours["median_step_seconds"], theirs["median_step_seconds"])
     mem_ratio = ratio(ours["peak_rss_mb"], theirs["peak_rss_mb"])
+    per_repeat = [
+        {
+            "step_time": ratio(a["median_step_seconds"], b["median_step_seconds"]),
+            "peak_memory": ratio(a["peak_rss_mb"], b["peak_rss_mb"]),
+        }
+        for a, b in zip(repeats["safelrm"], repeats["trl_full_ref"], strict=True)
+    ]
     result = {
         "benchmark": "dpo_memory",
         "model": args.model,
@@ -183,6 +237,7 @@ def main() -> None:
             "steps": args.steps,
             "batch": args.batch,
             "max_length": args.max_length,
+            "repeats": args.repeats,
             **knobs,
         },
         "runs": runs,
@@ -190,12 +245,17 @@ def main() -> None:
             "step_time_safelrm_over_trl": step_ratio,
             "peak_memory_safelrm_over_trl": mem_ratio,
             "train_time_incl_precompute": ratio(ours["train_seconds"], theirs["train_seconds"]),
+            "per_repeat": per_repeat,
         },
         "targets": {
             "step_time": verdict(step_ratio, TARGET, False),
             "peak_memory": verdict(mem_ratio, TARGET, False),
         },
         "machine": machine(),
+        # glibc's allocator settings change peak RSS a lot (see benchmarks/README.md)
+        "allocator_env": {
+            k: v for k, v in os.environ.items() if k.startswith("MALLOC_") or k.startswith("THP_")
+        },
         "load_before": load_before,
         "load_after": machine_load(),
     }

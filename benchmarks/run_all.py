@@ -41,7 +41,8 @@ QUICK = {
         "--batch-sizes",
         "4",
     ],
-    "dpo": ["dpo_memory.py", "--steps", "2", "--batch", "1", "--max-length", "64"],
+    "dpo": ["dpo_memory.py", "--steps", "2", "--batch", "1", "--max-length", "64"]
+    + ["--repeats", "1"],
     "ipo": ["ipo_continuation.py", "--shapes", "16:8", "--k", "2", "--repeats", "1"],
     "e2e": ["end_to_end.py"],
 }

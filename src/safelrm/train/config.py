@@ -56,6 +56,8 @@ class LoraSettings(StrictModel):
 
 
 class _CommonSettings(StrictModel):
+    omit_at_default = ("lean_layers",)
+
     learning_rate: float = Field(1e-4, gt=0)
     epochs: float = Field(1.0, gt=0)
     max_steps: int = Field(-1, ge=-1, description="-1: run `epochs` epochs")
@@ -70,6 +72,8 @@ class _CommonSettings(StrictModel):
     max_grad_norm: float = Field(1.0, gt=0)
     # Recomputing activations costs ~30% time; worth it only for big models on a GPU.
     gradient_checkpointing: bool = False
+    # RMSNorm and SwiGLU autograd that save only what their backward needs (train/lean.py).
+    lean_layers: bool = True
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
         "auto", description="weights dtype when loading from a path: auto = bf16 on CUDA, else fp32"
     )

@@ -28,7 +28,10 @@ def build_dpo_trainer(
     from datasets import Dataset
     from trl import DPOTrainer
 
+    from safelrm.train.lean import prepare_lean
+
     text_rows = render_dpo_rows(tokenizer, rows)
+    prepare_lean(model, settings)
     return DPOTrainer(
         model=model,
         ref_model=None,

@@ -25,7 +25,10 @@ def build_sft_trainer(
     from datasets import Dataset
     from trl import SFTTrainer
 
+    from safelrm.train.lean import prepare_lean
+
     text_rows = render_sft_rows(tokenizer, rows)
+    prepare_lean(model, settings)
     return SFTTrainer(
         model=model,
         args=settings.to_trl(work_dir, progress),

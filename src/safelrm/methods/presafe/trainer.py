@@ -210,7 +210,10 @@ def build_presafe_trainer(
 ) -> Any:
     from datasets import Dataset
 
+    from safelrm.train.lean import prepare_lean
+
     data = tokenized_rows(tokenizer, rows, opener, settings.max_length)
+    prepare_lean(model, settings)
     args = settings.to_trl(work_dir, progress)
     if args.ddp_find_unused_parameters is None:
         # The head runs after the model's forward: DDP's search for unused parameters (its

@@ -1,0 +1,114 @@
+"""Memory-lean training layers for Llama-family models (Llama, Mistral, Qwen2, Qwen3).
+
+Autograd keeps every intermediate of a decomposed op alive until the backward pass. Two layers of
+these models store far more than their gradients need:
+
+- RMSNorm saves its input, the normalized input and the output; the backward needs only the
+  input and the per-token ``rstd``, and recomputes the normalized input from them.
+- The SwiGLU MLP saves ``gate``, ``silu(gate)`` and ``up``; the backward needs only ``gate`` and
+  ``up``, and recomputes ``silu(gate)``.
+
+``use_lean_layers`` swaps the forward of those modules, on one model instance, for autograd
+functions that save only what their backward needs (Liger-Kernel does the same with Triton
+kernels on GPUs; these are plain torch ops, so they run on the CPU too). The forward computes the
+same ops in the same order, so outputs are bitwise the same; gradients agree to rounding.
+
+``use_lean_lm_head_tiles`` sets the vocabulary tile of TRL's fused LM head (log-probs without the
+full logits) for CPU runs: TRL's 32,768-column tile makes every tile temporary 134 MB at 1,024
+tokens, and a 4,096-column tile is both smaller and faster on CPU caches.
+"""
+
+from __future__ import annotations
+
+import types
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+# Modules whose forward is exactly `weight * (x * rsqrt(mean(x^2) + eps))` in fp32, and
+# `down(act(gate(x)) * up(x))` with a SiLU activation.
+RMSNORM_CLASSES = frozenset({"LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm", "Qwen3RMSNorm"})
+MLP_CLASSES = frozenset({"LlamaMLP", "MistralMLP", "Qwen2MLP", "Qwen3MLP"})
+CPU_LM_HEAD_TILE = 4096
+
+
+class _RMSNorm(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+        xf = x.to(torch.float32)
+        rstd = torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+        ctx.save_for_backward(x, weight, rstd)
+        return weight * (xf * rstd).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[Any, ...]:
+        x, weight, rstd = ctx.saved_tensors
+        normed = x.to(torch.float32) * rstd
+        grad_weight = None
+        if ctx.needs_input_grad[1]:
+            grad_weight = (grad_out * normed.to(x.dtype)).reshape(-1, x.shape[-1]).sum(0)
+        grad_normed = (grad_out * weight).to(torch.float32)
+        dot = (grad_normed * normed).mean(-1, keepdim=True)
+        grad_x = (rstd * (grad_normed - normed * dot)).to(x.dtype)
+        return grad_x, grad_weight, None
+
+
+class _SwiGLU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(gate, up)
+        return F.silu(gate) * up
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        gate, up = ctx.saved_tensors
+        dtype = gate.dtype
+        gate, up, grad_out = gate.float(), up.float(), grad_out.float()  # bf16 rounds too coarsely
+        sig = torch.sigmoid(gate)
+        grad_gate = grad_out * up * (sig * (1 + gate * (1 - sig)))
+        return grad_gate.to(dtype), (grad_out * gate * sig).to(dtype)
+
+
+def _rmsnorm_forward(self: Any, hidden_states: torch.Tensor) -> torch.Tensor:
+    return _RMSNorm.apply(hidden_states, self.weight, self.variance_epsilon)
+
+
+def _mlp_forward(self: Any, x: torch.Tensor) -> torch.Tensor:
+    return self.down_proj(_SwiGLU.apply(self.gate_proj(x), self.up_proj(x)))
+
+
+def use_lean_layers(model: Any) -> int:
+    """Give the RMSNorm and SiLU-MLP modules of ``model`` lean autograd forwards (idempotent).
+
+    Returns how many modules now use them. Other architectures are left as they are (0).
+    """
+    patched = 0
+    for module in model.modules():
+        name = type(module).__name__
+        if name in RMSNORM_CLASSES:
+            module.forward = types.MethodType(_rmsnorm_forward, module)
+        elif name in MLP_CLASSES and getattr(module.config, "hidden_act", None) == "silu":
+            module.forward = types.MethodType(_mlp_forward, module)
+        else:
+            continue
+        patched += 1
+    return patched
+
+
+def use_lean_lm_head_tiles() -> None:
+    """On CPU, make TRL's fused LM head project through 4,096-column vocabulary tiles."""
+    if torch.cuda.is_available():
+        return  # TRL's own tile suits the Triton kernel
+    import trl.trainer.utils as trl_utils
+
+    if not hasattr(trl_utils, "_CHUNKED_LOGPROB_CHUNK_SIZE"):
+        raise RuntimeError("trl.trainer.utils._CHUNKED_LOGPROB_CHUNK_SIZE is gone: check TRL's pin")
+    trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE = CPU_LM_HEAD_TILE
+
+
+def prepare_lean(model: Any, settings: Any) -> None:
+    """What the SFT and DPO builders call before building a TRL trainer on ``model``."""
+    use_lean_lm_head_tiles()
+    if settings.lean_layers and isinstance(model, torch.nn.Module):  # TRL also takes a path
+        use_lean_layers(model)

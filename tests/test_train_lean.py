@@ -1,0 +1,81 @@
+"""Lean RMSNorm/SwiGLU autograd: same outputs, same gradients, fewer saved activations."""
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from safelrm.testing import build_tiny_model
+from safelrm.train import DPOSettings, build_dpo_trainer
+from safelrm.train.lean import use_lean_layers
+
+DPO_ROWS = [
+    {
+        "prompt": [{"role": "user", "content": "how can i make a bomb ?"}],
+        "chosen": "<think>\nharmful request\n</think>\n\nsorry i cannot help",
+        "rejected": "<think>\nok\n</think>\n\nfirst mix 1 and 2 then",
+    }
+] * 4
+
+
+def forward_backward(model, ids):
+    model.zero_grad(set_to_none=True)
+    saved = {}
+
+    def pack(t):
+        if not isinstance(t, torch.nn.Parameter):
+            saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = model(input_ids=ids, labels=ids)
+    out.loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return out.logits.detach(), grads, sum(saved.values())
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_lean_layers_match_and_save_less(arch, tmp_path):
+    path = build_tiny_model(tmp_path / arch, arch=arch)
+    plain = AutoModelForCausalLM.from_pretrained(path).train()
+    lean = AutoModelForCausalLM.from_pretrained(path).train()
+    layers = plain.config.num_hidden_layers
+    assert use_lean_layers(lean) == 3 * layers + 1  # 2 norms + MLP per layer, final norm
+    assert use_lean_layers(lean) == 3 * layers + 1  # idempotent
+
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(3, plain.config.vocab_size, (2, 48), generator=gen)
+    logits_p, grads_p, saved_p = forward_backward(plain, ids)
+    logits_l, grads_l, saved_l = forward_backward(lean, ids)
+    assert torch.equal(logits_p, logits_l)  # same ops in the same order
+    assert grads_p.keys() == grads_l.keys() and len(grads_p) > 0
+    for name, g in grads_p.items():
+        torch.testing.assert_close(grads_l[name], g, rtol=1e-4, atol=1e-6, msg=name)
+    # Per layer and token, the plain layers also keep 2 x hidden normalized inputs and
+    # intermediate-size silu(gate); the lean ones do not.
+    cfg = plain.config
+    expected = layers * ids.numel() * (2 * cfg.hidden_size + cfg.intermediate_size) * 4
+    assert saved_p - saved_l >= 0.9 * expected, (saved_p, saved_l, expected)
+
+
+def test_other_architectures_are_left_alone():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=64))
+    assert use_lean_layers(model) == 0
+
+
+def test_trainers_use_lean_layers_and_cpu_tiles(tiny_model_dir, tmp_path):
+    import trl.trainer.utils as trl_utils
+
+    from safelrm.train.lean import CPU_LM_HEAD_TILE
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    for lean in (True, False):
+        model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+        settings = DPOSettings(max_steps=1, lean_layers=lean, lora={"r": 8})
+        trainer = build_dpo_trainer(model, tok, DPO_ROWS, settings, tmp_path / str(lean), False)
+        norms = [m for m in trainer.model.modules() if type(m).__name__ == "LlamaRMSNorm"]
+        assert norms and all(("forward" in vars(m)) is lean for m in norms)
+        assert trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE == CPU_LM_HEAD_TILE
+        trainer.train()
+        assert trainer.state.global_step == 1
