@@ -79,3 +79,32 @@ def test_trainers_use_lean_layers_and_cpu_tiles(tiny_model_dir, tmp_path):
         assert trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE == CPU_LM_HEAD_TILE
         trainer.train()
         assert trainer.state.global_step == 1
+
+
+def test_lean_lora_linear_matches_peft(tiny_model_dir):
+    from peft import LoraConfig, get_peft_model
+    from peft.tuners.lora.layer import Linear as LoraLinear
+
+    def lora_model():
+        torch.manual_seed(0)
+        config = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear")
+        model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir), config)
+        for module in model.modules():  # PEFT starts lora_B at zero: no signal for lora_A
+            if isinstance(module, LoraLinear):
+                torch.nn.init.normal_(module.lora_B["default"].weight, std=0.1)
+        return model.train()
+
+    plain, lean = lora_model(), lora_model()
+    n_lora = sum(isinstance(m, LoraLinear) for m in lean.modules())
+    n_layers = lean.config.num_hidden_layers
+    assert use_lean_layers(lean) == 3 * n_layers + 1 + n_lora and n_lora == 7 * n_layers
+    ids = torch.randint(3, 200, (2, 32), generator=torch.Generator().manual_seed(1))
+    logits_p, grads_p, _ = forward_backward(plain, ids)
+    logits_l, grads_l, _ = forward_backward(lean, ids)
+    torch.testing.assert_close(logits_l, logits_p, rtol=1e-5, atol=1e-5)
+    assert grads_p.keys() == grads_l.keys() and all("lora" in n for n in grads_p)
+    for name, g in grads_p.items():
+        torch.testing.assert_close(grads_l[name], g, rtol=1e-4, atol=1e-6, msg=name)
+    with lean.disable_adapter(), torch.no_grad():  # the reference: PEFT's own path
+        base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)(input_ids=ids).logits
+        torch.testing.assert_close(lean(input_ids=ids).logits, base, rtol=1e-5, atol=1e-5)

@@ -3,6 +3,7 @@ model, so no second copy of the weights is held; a merged SFT model gets a fresh
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +29,11 @@ def build_dpo_trainer(
     from datasets import Dataset
     from trl import DPOTrainer
 
-    from safelrm.train.lean import prepare_lean
+    from safelrm.train.lean import build_lean
 
     text_rows = render_dpo_rows(tokenizer, rows)
-    prepare_lean(model, settings)
-    return DPOTrainer(
+    make = partial(
+        DPOTrainer,
         model=model,
         ref_model=None,
         args=settings.to_trl(work_dir, progress),
@@ -40,6 +41,7 @@ def build_dpo_trainer(
         processing_class=tokenizer,
         peft_config=settings.lora.peft_config() if settings.lora.enabled else None,
     )
+    return build_lean(settings, make)
 
 
 def train_dpo(

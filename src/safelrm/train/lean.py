@@ -7,11 +7,15 @@ these models store far more than their gradients need:
   input and the per-token ``rstd``, and recomputes the normalized input from them.
 - The SwiGLU MLP saves ``gate``, ``silu(gate)`` and ``up``; the backward needs only ``gate`` and
   ``up``, and recomputes ``silu(gate)``.
+- A PEFT LoRA linear computes ``result + lora_B(lora_A(x)) * scaling`` through three full-size
+  temporaries. One in-place ``addmm_`` into the base layer's output (which no backward needs)
+  makes none; fewer large temporaries also fragment the CPU heap less.
 
 ``use_lean_layers`` swaps the forward of those modules, on one model instance, for autograd
 functions that save only what their backward needs (Liger-Kernel does the same with Triton
-kernels on GPUs; these are plain torch ops, so they run on the CPU too). The forward computes the
-same ops in the same order, so outputs are bitwise the same; gradients agree to rounding.
+kernels on GPUs; these are plain torch ops, so they run on the CPU too). The norm and MLP compute
+the same ops in the same order, so their outputs are bitwise the same; the LoRA sum and all
+gradients agree to float rounding. Call it after PEFT has wrapped the model.
 
 ``use_lean_lm_head_tiles`` sets the vocabulary tile of TRL's fused LM head (log-probs without the
 full logits) for CPU runs: TRL's 32,768-column tile makes every tile temporary 134 MB at 1,024
@@ -21,6 +25,7 @@ tokens, and a 4,096-column tile is both smaller and faster on CPU caches.
 from __future__ import annotations
 
 import types
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -78,11 +83,28 @@ def _mlp_forward(self: Any, x: torch.Tensor) -> torch.Tensor:
     return self.down_proj(_SwiGLU.apply(self.gate_proj(x), self.up_proj(x)))
 
 
+def _lora_forward(self: Any, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+    adapters = self.active_adapters
+    if args or kwargs or self.disable_adapters or self.merged or len(adapters) != 1:
+        return type(self).forward(self, x, *args, **kwargs)  # PEFT's own
+    name = adapters[0]
+    lora_a, lora_b = self.lora_A[name], self.lora_B[name]
+    result = self.base_layer(x)
+    if name in self.lora_variant or result.dtype != lora_b.weight.dtype:
+        return type(self).forward(self, x, *args, **kwargs)
+    a = lora_a(self.lora_dropout[name](x.to(lora_a.weight.dtype)))
+    flat = result.view(-1, result.shape[-1])
+    flat.addmm_(a.reshape(-1, a.shape[-1]), lora_b.weight.t(), alpha=self.scaling[name])
+    return result
+
+
 def use_lean_layers(model: Any) -> int:
-    """Give the RMSNorm and SiLU-MLP modules of ``model`` lean autograd forwards (idempotent).
+    """Give the RMSNorm, SiLU-MLP and LoRA-linear modules of ``model`` lean forwards (idempotent).
 
     Returns how many modules now use them. Other architectures are left as they are (0).
     """
+    from peft.tuners.lora.layer import Linear as LoraLinear
+
     patched = 0
     for module in model.modules():
         name = type(module).__name__
@@ -90,6 +112,8 @@ def use_lean_layers(model: Any) -> int:
             module.forward = types.MethodType(_rmsnorm_forward, module)
         elif name in MLP_CLASSES and getattr(module.config, "hidden_act", None) == "silu":
             module.forward = types.MethodType(_mlp_forward, module)
+        elif type(module) is LoraLinear and isinstance(module.base_layer, torch.nn.Linear):
+            module.forward = types.MethodType(_lora_forward, module)
         else:
             continue
         patched += 1
@@ -107,8 +131,11 @@ def use_lean_lm_head_tiles() -> None:
     trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE = CPU_LM_HEAD_TILE
 
 
-def prepare_lean(model: Any, settings: Any) -> None:
-    """What the SFT and DPO builders call before building a TRL trainer on ``model``."""
+def build_lean(settings: Any, make: Callable[[], Any]) -> Any:
+    """How the SFT, DPO and PreSafe builders make their trainer: the CPU LM-head tile first (DPO
+    precomputes reference log-probs while it is built), then lean layers on the wrapped model."""
     use_lean_lm_head_tiles()
-    if settings.lean_layers and isinstance(model, torch.nn.Module):  # TRL also takes a path
-        use_lean_layers(model)
+    trainer = make()
+    if settings.lean_layers:
+        use_lean_layers(trainer.model)
+    return trainer

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tempfile
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,17 +26,18 @@ def build_sft_trainer(
     from datasets import Dataset
     from trl import SFTTrainer
 
-    from safelrm.train.lean import prepare_lean
+    from safelrm.train.lean import build_lean
 
     text_rows = render_sft_rows(tokenizer, rows)
-    prepare_lean(model, settings)
-    return SFTTrainer(
+    make = partial(
+        SFTTrainer,
         model=model,
         args=settings.to_trl(work_dir, progress),
         train_dataset=Dataset.from_list(text_rows),
         processing_class=tokenizer,
         peft_config=settings.lora.peft_config() if settings.lora.enabled else None,
     )
+    return build_lean(settings, make)
 
 
 def train_sft(

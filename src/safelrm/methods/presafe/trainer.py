@@ -14,6 +14,7 @@ without it. FSDP is not supported (the head runs outside the model's forward).
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -210,16 +211,16 @@ def build_presafe_trainer(
 ) -> Any:
     from datasets import Dataset
 
-    from safelrm.train.lean import prepare_lean
+    from safelrm.train.lean import build_lean
 
     data = tokenized_rows(tokenizer, rows, opener, settings.max_length)
-    prepare_lean(model, settings)
     args = settings.to_trl(work_dir, progress)
     if args.ddp_find_unused_parameters is None:
         # The head runs after the model's forward: DDP's search for unused parameters (its
         # default for PEFT models) would mark it unused, then see its gradient arrive and fail.
         args.ddp_find_unused_parameters = False
-    return _trainer_class()(
+    make = partial(
+        _trainer_class(),
         model=model,
         args=args,
         train_dataset=Dataset.from_list(data),
@@ -227,6 +228,7 @@ def build_presafe_trainer(
         peft_config=settings.lora.peft_config() if settings.lora.enabled else None,
         head_settings=head,
     )
+    return build_lean(settings, make)
 
 
 def train_presafe(
