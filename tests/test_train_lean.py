@@ -105,6 +105,13 @@ def test_lean_lora_linear_matches_peft(tiny_model_dir):
     assert grads_p.keys() == grads_l.keys() and all("lora" in n for n in grads_p)
     for name, g in grads_p.items():
         torch.testing.assert_close(grads_l[name], g, rtol=1e-4, atol=1e-6, msg=name)
+    # the lean path really runs: PEFT's own forward is never called with the adapter active
+    peft_forward = LoraLinear.forward
+    LoraLinear.forward = None  # calling it raises
+    try:
+        forward_backward(lean, ids)
+    finally:
+        LoraLinear.forward = peft_forward
     with lean.disable_adapter(), torch.no_grad():  # the reference: PEFT's own path
         base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)(input_ids=ids).logits
         torch.testing.assert_close(lean(input_ids=ids).logits, base, rtol=1e-5, atol=1e-5)

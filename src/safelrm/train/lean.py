@@ -85,13 +85,20 @@ def _mlp_forward(self: Any, x: torch.Tensor) -> torch.Tensor:
 
 def _lora_forward(self: Any, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
     adapters = self.active_adapters
-    if args or kwargs or self.disable_adapters or self.merged or len(adapters) != 1:
+    name = adapters[0] if len(adapters) == 1 else None
+    if (
+        args
+        or kwargs
+        or name is None
+        or self.disable_adapters
+        or self.merged
+        or name in self.lora_variant  # DoRA and the like
+        or self.base_layer.weight.dtype != self.lora_B[name].weight.dtype
+        or torch.is_autocast_enabled(x.device.type)
+    ):
         return type(self).forward(self, x, *args, **kwargs)  # PEFT's own
-    name = adapters[0]
     lora_a, lora_b = self.lora_A[name], self.lora_B[name]
     result = self.base_layer(x)
-    if name in self.lora_variant or result.dtype != lora_b.weight.dtype:
-        return type(self).forward(self, x, *args, **kwargs)
     a = lora_a(self.lora_dropout[name](x.to(lora_a.weight.dtype)))
     flat = result.view(-1, result.shape[-1])
     flat.addmm_(a.reshape(-1, a.shape[-1]), lora_b.weight.t(), alpha=self.scaling[name])
