@@ -2,7 +2,7 @@
 
 - ``safelrm``: ``build_dpo_trainer`` with LoRA (reference = the adapter-disabled policy, no second
   copy), ``precompute_ref_log_probs=True`` (reference log-probs computed once, before step 1), and
-  its lean RMSNorm/SwiGLU autograd and CPU LM-head tile (``safelrm.train.lean``);
+  its lean RMSNorm/SwiGLU/LoRA forwards and CPU LM-head tile (``safelrm.train.lean``);
 - ``trl_full_ref``: TRL's ``DPOTrainer`` with full fine-tuning and a separate reference model
   (a second copy of the weights, one extra forward per step).
 
@@ -93,13 +93,14 @@ def child(
     work = Path(tempfile.mkdtemp(prefix=f"safelrm-bench-{variant}-"))
     if variant == "safelrm":
         lora = knobs.get("lora") or {}  # empty: safelrm's default LoRA
+        import trl.trainer.utils as trl_utils
+
+        trl_tile = trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE  # before build_lean sets safelrm's
         lean = knobs.get("lean_layers", True)
         settings = DPOSettings(**common, precompute_ref_log_probs=True, lora=lora, lean_layers=lean)
         trainer = build_dpo_trainer(model, tok, rows, settings, work, progress=False)
         if knobs.get("trl_lm_head_tile"):
-            import trl.trainer.utils as trl_utils
-
-            trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE = 32768  # TRL's own, undoing train/lean.py
+            trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE = trl_tile  # for the training steps
     else:
         from transformers import AutoModelForCausalLM
         from trl import DPOTrainer
@@ -163,7 +164,7 @@ def main() -> None:
     ap.add_argument(
         "--no-lean-layers",
         action="store_true",
-        help="safelrm variant: plain RMSNorm/SwiGLU autograd",
+        help="safelrm variant: plain RMSNorm/SwiGLU autograd and PEFT's LoRA forward",
     )
     ap.add_argument(
         "--trl-lm-head-tile",

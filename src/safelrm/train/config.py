@@ -72,7 +72,7 @@ class _CommonSettings(StrictModel):
     max_grad_norm: float = Field(1.0, gt=0)
     # Recomputing activations costs ~30% time; worth it only for big models on a GPU.
     gradient_checkpointing: bool = False
-    # RMSNorm and SwiGLU autograd that save only what their backward needs (train/lean.py).
+    # RMSNorm, SwiGLU and LoRA forwards that keep fewer activations alive (train/lean.py).
     lean_layers: bool = True
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
         "auto", description="weights dtype when loading from a path: auto = bf16 on CUDA, else fp32"

@@ -1,7 +1,7 @@
 """Memory-lean training layers for Llama-family models (Llama, Mistral, Qwen2, Qwen3).
 
-Autograd keeps every intermediate of a decomposed op alive until the backward pass. Two layers of
-these models store far more than their gradients need:
+Autograd keeps every intermediate of a decomposed op alive until the backward pass, and eager ops
+make full-size temporaries. Three kinds of layers make far more than their gradients need:
 
 - RMSNorm saves its input, the normalized input and the output; the backward needs only the
   input and the per-token ``rstd``, and recomputes the normalized input from them.
