@@ -85,7 +85,7 @@ def child(
     rss_loaded = rss_mb()
     common = dict(
         max_steps=steps,
-        per_device_batch_size=batch,
+        per_device_train_batch_size=batch,
         max_length=max_length,
         learning_rate=5e-5,
         gradient_checkpointing=knobs.get("gradient_checkpointing", False),

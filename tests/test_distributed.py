@@ -81,7 +81,7 @@ def launched(tiny_model_dir, tmp_path_factory):
         "--out",
         str(work / "two"),
         "--set",
-        "per_device_batch_size=2",
+        "per_device_train_batch_size=2",
         "--set",
         f"max_steps={STEPS}",
         "--set",
@@ -130,7 +130,7 @@ def test_sft_two_processes_match_one_process_same_global_batch(launched, tiny_mo
         tiny_model_dir,
         None,
         sft_rows,
-        SFTSettings(per_device_batch_size=4, **COMMON),
+        SFTSettings(per_device_train_batch_size=4, **COMMON),
         tmp_path / "one",
         progress=False,
     )
@@ -141,7 +141,7 @@ def test_sft_two_processes_match_one_process_same_global_batch(launched, tiny_mo
         tiny_model_dir,
         None,
         sft_rows,
-        SFTSettings(per_device_batch_size=2, **COMMON),
+        SFTSettings(per_device_train_batch_size=2, **COMMON),
         tmp_path / "half",
         progress=False,
     )
@@ -155,7 +155,7 @@ def test_dpo_two_processes_match_one_process_same_global_batch(launched, tiny_mo
         tiny_model_dir,
         None,
         dpo_rows,
-        DPOSettings(per_device_batch_size=4, **COMMON),
+        DPOSettings(per_device_train_batch_size=4, **COMMON),
         tmp_path / "one",
         progress=False,
     )

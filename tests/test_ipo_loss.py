@@ -60,7 +60,7 @@ def _trainer(tiny_model_dir, tok, rows, tmp_path):
         beta=BETA,
         nll_weight=NLL,
         lora=LoraSettings(enabled=False),
-        per_device_batch_size=len(rows),
+        per_device_train_batch_size=len(rows),
         max_length=512,
     )
     trainer = build_dpo_trainer(model, tok, rows, settings, tmp_path, progress=False)

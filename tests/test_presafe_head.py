@@ -37,7 +37,10 @@ def tiny(tiny_model_dir):
 
 def _settings(**lora) -> SFTSettings:
     return SFTSettings(
-        max_steps=1, per_device_batch_size=2, max_length=128, lora={"r": 4, "alpha": 8, **lora}
+        max_steps=1,
+        per_device_train_batch_size=2,
+        max_length=128,
+        lora={"r": 4, "alpha": 8, **lora},
     )
 
 
@@ -238,7 +241,7 @@ def test_two_processes_train_one_head_as_one_process_does(tiny_model_dir, tmp_pa
         str(tiny_model_dir),
         str(rows_path),
         str(tmp_path / "two"),
-        json.dumps({"train": {**train, "per_device_batch_size": 2}, "head": head}),
+        json.dumps({"train": {**train, "per_device_train_batch_size": 2}, "head": head}),
     ]
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     proc = subprocess.run(
@@ -253,7 +256,7 @@ def test_two_processes_train_one_head_as_one_process_does(tiny_model_dir, tmp_pa
             tiny_model_dir,
             None,
             rows,
-            SFTSettings(**train, per_device_batch_size=4),
+            SFTSettings(**train, per_device_train_batch_size=4),
             HeadSettings(**head),
             tmp_path / "one",
             progress=False,

@@ -29,7 +29,7 @@ def _recipe(model_dir: Path, out: Path, **sections):
         "responses": {"max_reasoning_tokens": 6, "max_new_tokens": 6},
         "train": {
             "max_steps": 2,
-            "per_device_batch_size": 2,
+            "per_device_train_batch_size": 2,
             "max_length": 512,
             "lora": {"r": 4, "alpha": 8},
         },

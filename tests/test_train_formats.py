@@ -5,6 +5,7 @@ from transformers import AutoTokenizer
 
 from safelrm.config import parse_config
 from safelrm.errors import SafelrmError
+from safelrm.methods.safe_trigger.recipe import SafeTriggerRecipe
 from safelrm.testing import CHATML_TEMPLATE
 from safelrm.train import (
     DPOSettings,
@@ -118,7 +119,8 @@ def test_bad_dpo_row(tok):
 
 def test_settings_map_to_trl_for_cpu(tmp_path):
     args = SFTSettings(max_steps=3).to_trl(tmp_path, progress=False)
-    assert (args.bf16, args.use_cpu, args.report_to, args.save_strategy) == (False, True, [], "no")
+    assert (args.bf16, args.use_cpu, args.report_to) == (False, True, ["tensorboard"])
+    assert (args.save_strategy, args.save_steps, args.save_total_limit) == ("steps", 0.1, 2)
     assert args.completion_only_loss and args.max_length == 1024 and args.logging_steps == 1
     assert args.activation_checkpointing is False
     dpo = DPOSettings(nll_weight=0.5).to_trl(tmp_path, progress=False)
@@ -132,3 +134,61 @@ def test_settings_validation_is_one_line():
         parse_config(DPOSettings, {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0]})
     with pytest.raises(SafelrmError, match="key 'lr'"):
         parse_config(DPOSettings, {"lr": 1.0})
+
+
+@pytest.mark.parametrize(
+    "old,new",
+    [
+        ("epochs", "num_train_epochs"),
+        ("per_device_batch_size", "per_device_train_batch_size"),
+        ("grad_accum", "gradient_accumulation_steps"),
+        ("lr_scheduler", "lr_scheduler_type"),
+        ("warmup_ratio", "warmup_steps"),
+        ("torch_dtype", "dtype"),
+    ],
+)
+def test_old_names_give_the_new_one(old, new):
+    with pytest.raises(SafelrmError) as e:
+        parse_config(SafeTriggerRecipe, {"method": "safe_trigger", "sft": {old: 1}}, "r.yaml")
+    assert str(e.value) == (
+        f"r.yaml: key 'sft': value error, '{old}' is now '{new}', the name TRL uses: rename the key"
+    )
+
+
+def test_trl_args_pass_through_untouched(tmp_path):
+    settings = parse_config(
+        SFTSettings, {"trl_args": {"optim": "adafactor"}, "adam_beta2": 0.95, "lora_r": 8}
+    )
+    assert settings.trl_args == {"optim": "adafactor", "adam_beta2": 0.95}  # top level moved in
+    assert settings.lora.r == 8  # TRL ModelConfig's LoRA name
+    args = settings.to_trl(tmp_path, progress=False)
+    assert (args.optim, args.adam_beta2) == ("adafactor", 0.95)
+    dpo = parse_config(DPOSettings, {"trl_args": {"label_smoothing": 0.1}}).to_trl(tmp_path, False)
+    assert dpo.label_smoothing == 0.1
+
+
+@pytest.mark.parametrize(
+    "trl_args,message",
+    [
+        ({"no_such_key": 1}, "trl_args.no_such_key: not a field of TRL's SFTConfig"),
+        ({"label_smoothing": 0.1}, "trl_args.label_smoothing: not a field of TRL's SFTConfig"),
+        ({"learning_rate": 1.0}, "trl_args.learning_rate: a named setting"),
+        ({"output_dir": "x"}, "trl_args.output_dir: set by safelrm"),
+    ],
+)
+def test_bad_trl_args_name_the_key(trl_args, message):
+    with pytest.raises(SafelrmError, match=message) as e:
+        parse_config(SFTSettings, {"trl_args": trl_args}, "recipe.yaml")
+    assert "\n" not in str(e.value)
+
+
+def test_bad_trl_value_is_one_line(tmp_path):
+    settings = parse_config(SFTSettings, {"trl_args": {"optim": "no_such_optimizer"}})
+    with pytest.raises(SafelrmError, match="^SFTConfig: .*no_such_optimizer") as e:
+        settings.to_trl(tmp_path, progress=False)
+    assert "\n" not in str(e.value)
+
+
+def test_unknown_top_level_key_still_rejected():
+    with pytest.raises(SafelrmError, match="key 'no_such_setting'"):
+        parse_config(SFTSettings, {"no_such_setting": 1}, "recipe.yaml")

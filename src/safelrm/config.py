@@ -40,7 +40,8 @@ def validation_message(source: str, err: ValidationError) -> str:
     first = err.errors()[0]
     key = ".".join(str(p) for p in first["loc"]) or "(root)"
     more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
-    return f"{source}: key '{key}': {first['msg'].lower()}{more}"
+    msg = first["msg"]
+    return f"{source}: key '{key}': {msg[:1].lower()}{msg[1:]}{more}"
 
 
 def parse_config(cls: type[C], data: dict[str, Any], source: str = "config") -> C:

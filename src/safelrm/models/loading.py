@@ -122,11 +122,11 @@ def _from_pretrained(cls: Any, ref: str, spec: str, **kwargs: Any) -> Any:
         ) from None
 
 
-def load_tokenizer(spec: str) -> Any:
+def load_tokenizer(spec: str, **options: Any) -> Any:
     from transformers import AutoTokenizer
 
     ref = resolve_model(spec)
-    tokenizer = _from_pretrained(AutoTokenizer, ref, spec)
+    tokenizer = _from_pretrained(AutoTokenizer, ref, spec, **options)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -140,14 +140,27 @@ def default_dtype() -> Any:
     return torch.float32  # bf16 is slower than fp32 on these CPUs when batched
 
 
-def load_model(spec: str, dtype: Any = None, device: str | None = None) -> LoadedModel:
-    """Load a causal LM and its tokenizer (pad token set) in eval mode."""
+def load_model(
+    spec: str, dtype: Any = None, device: str | None = None, **options: Any
+) -> LoadedModel:
+    """Load a causal LM and its tokenizer (pad token set) in eval mode.
+
+    ``options`` go to ``from_pretrained`` (``revision``, ``trust_remote_code``,
+    ``attn_implementation``, ``quantization_config``); the tokenizer gets the first two.
+    """
     import torch
     from transformers import AutoModelForCausalLM
 
     ref = resolve_model(spec)
-    tokenizer = load_tokenizer(spec)
-    model = _from_pretrained(AutoModelForCausalLM, ref, spec, dtype=dtype or default_dtype())
+    shared = {k: options[k] for k in ("revision", "trust_remote_code") if k in options}
+    tokenizer = load_tokenizer(spec, **shared)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model.to(device).eval()
+    if "quantization_config" in options:  # quantized weights are placed while loading
+        options = {**options, "device_map": {"": device}}
+    model = _from_pretrained(
+        AutoModelForCausalLM, ref, spec, dtype=dtype or default_dtype(), **options
+    )
+    if "quantization_config" not in options:
+        model.to(device)
+    model.eval()
     return LoadedModel(model=model, tokenizer=tokenizer, name=spec, path=ref)

@@ -11,7 +11,7 @@ the barriers do nothing.
 Entry point (configs in ``configs/accelerate/``; the commands are in ``docs/scaling.md``)::
 
     accelerate launch --config_file configs/accelerate/ddp.yaml -m safelrm.train.distributed \\
-        sft --model MODEL --data rows.jsonl --out runs/sft --set per_device_batch_size=4
+        sft --model MODEL --data rows.jsonl --out runs/sft --set per_device_train_batch_size=4
 """
 
 from __future__ import annotations
@@ -218,9 +218,11 @@ def launch_training(
     summary = {
         "kind": kind,
         "world_size": world,
-        "per_device_batch_size": settings.per_device_batch_size,
-        "grad_accum": settings.grad_accum,
-        "global_batch_size": settings.per_device_batch_size * settings.grad_accum * world,
+        "per_device_train_batch_size": settings.per_device_train_batch_size,
+        "gradient_accumulation_steps": settings.gradient_accumulation_steps,
+        "global_batch_size": settings.per_device_train_batch_size
+        * settings.gradient_accumulation_steps
+        * world,
         "steps": result.steps,
         "seconds": result.seconds,
         "n_rows": result.n_rows,

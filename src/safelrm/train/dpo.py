@@ -53,7 +53,7 @@ def train_dpo(
     progress: bool = True,
 ) -> TrainResult:
     """Preference-train on DPO rows; write ``adapter/`` (LoRA), ``merged/``, ``train_log.json``."""
-    model, tokenizer = load_for_training(model, tokenizer, settings.dtype)
+    model, tokenizer = load_for_training(model, tokenizer, settings)
     return run_training(
         "dpo", build_dpo_trainer, model, tokenizer, rows, settings, Path(out_dir), progress
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -20,12 +21,36 @@ def _dtype(name: str) -> Any:
     return getattr(torch, name)
 
 
-def load_for_training(model: Any, tokenizer: Any, dtype: str = "auto") -> tuple[Any, Any]:
+def _load_options(settings: Any) -> dict[str, Any]:
+    """``from_pretrained`` options from the training settings; 4-bit QLoRA needs CUDA."""
+    import torch
+
+    if settings is None:
+        return {}
+    options = settings.load_options()
+    if settings.load_in_4bit:
+        if not torch.cuda.is_available():
+            raise SafelrmError("load_in_4bit: 4-bit QLoRA needs a CUDA GPU (none found)")
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise SafelrmError("load_in_4bit: needs bitsandbytes (pip install 'safelrm[qlora]')")
+        from transformers import BitsAndBytesConfig
+
+        options["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type=settings.bnb_4bit_quant_type,
+            bnb_4bit_use_double_quant=settings.use_bnb_nested_quant,
+            bnb_4bit_compute_dtype=_dtype(settings.dtype),
+        )
+    return options
+
+
+def load_for_training(model: Any, tokenizer: Any, settings: Any = None) -> tuple[Any, Any]:
     """Accept a loaded model, or any spec ``safelrm.models.load_model`` takes (folder, name, GGUF).
 
-    A PEFT model is merged first, so every run starts one fresh adapter on plain weights. Under a
-    multi-process launch with CUDA, each process loads onto its own GPU (``cuda:LOCAL_RANK``), not
-    all onto GPU 0.
+    ``settings`` (SFT/DPO settings) give the loading options: dtype, revision, remote code,
+    attention implementation, 4-bit. A PEFT model is merged first, so every run starts one fresh
+    adapter on plain weights. Under a multi-process launch with CUDA, each process loads onto its
+    own GPU (``cuda:LOCAL_RANK``), not all onto GPU 0.
     """
     from transformers import PreTrainedModel
 
@@ -33,7 +58,9 @@ def load_for_training(model: Any, tokenizer: Any, dtype: str = "auto") -> tuple[
         from safelrm.models import load_model
         from safelrm.train.distributed import training_device
 
-        loaded = load_model(str(model), dtype=_dtype(dtype), device=training_device())
+        dtype = _dtype(settings.dtype if settings is not None else "auto")
+        options = _load_options(settings)
+        loaded = load_model(str(model), dtype=dtype, device=training_device(), **options)
         model, tokenizer = loaded.model, tokenizer or loaded.tokenizer
     if _is_peft(model):
         model = model.merge_and_unload()

@@ -109,6 +109,36 @@ def join_completion(prompt: str, completion: str, eot: str) -> str:
     return completion
 
 
+def _from_messages(row: Any, source: str, n: int) -> Any:
+    """TRL's conversational ``{"messages": [...]}`` row -> prompt (every turn before the last) and
+    completion (the last turn, which must be the assistant's)."""
+    if not isinstance(row, dict) or "messages" not in row or "prompt" in row:
+        return row
+    msgs = _messages(row["messages"], source, n, "messages")
+    if len(msgs) < 2 or msgs[-1]["role"] != "assistant":
+        raise SafelrmError(
+            f"{where(source, n, 'messages')}: expected turns ending with an assistant message"
+        )
+    return {"prompt": msgs[:-1], "completion": msgs[-1:]}
+
+
+def _implicit_prompt(row: Any, source: str, n: int) -> Any:
+    """TRL's implicit-prompt preference row (``chosen``/``rejected`` are whole conversations)
+    -> the shared turns as prompt and each last assistant turn as the answer."""
+    if not isinstance(row, dict) or "prompt" in row:
+        return row
+    if not all(isinstance(row.get(f), list) for f in ("chosen", "rejected")):
+        return row
+    chosen = _messages(row["chosen"], source, n, "chosen")
+    rejected = _messages(row["rejected"], source, n, "rejected")
+    if chosen[:-1] != rejected[:-1] or len(chosen) < 2:
+        raise SafelrmError(
+            f"{where(source, n, 'chosen')}: without 'prompt', chosen and rejected must share "
+            "every turn but the last"
+        )
+    return {"prompt": chosen[:-1], "chosen": chosen[-1:], "rejected": rejected[-1:]}
+
+
 def _require(row: Any, fields: tuple[str, ...], source: str, n: int) -> dict[str, Any]:
     if not isinstance(row, dict):
         raise SafelrmError(f"{where(source, n)}: expected an object with fields {list(fields)}")
@@ -121,11 +151,12 @@ def _require(row: Any, fields: tuple[str, ...], source: str, n: int) -> dict[str
 def render_sft_rows(
     tokenizer: Any, rows: Iterable[dict[str, Any]], source: str = "sft rows"
 ) -> list[dict[str, str]]:
-    """``{"prompt": messages|str, "completion": [assistant msg]|str}`` -> text prompt/completion."""
+    """``{"prompt": messages|str, "completion": [assistant msg]|str}`` or ``{"messages": [...]}``
+    -> text prompt/completion."""
     eot = end_of_turn(tokenizer)
     out = []
     for n, row in enumerate(rows, 1):
-        row = _require(row, ("prompt", "completion"), source, n)
+        row = _require(_from_messages(row, source, n), ("prompt", "completion"), source, n)
         prompt = row["prompt"]
         if not isinstance(prompt, str):
             prompt = render_prompt(tokenizer, _messages(prompt, source, n, "prompt"))
@@ -139,11 +170,14 @@ def render_sft_rows(
 def render_dpo_rows(
     tokenizer: Any, rows: Iterable[dict[str, Any]], source: str = "dpo rows"
 ) -> list[dict[str, str]]:
-    """``{"prompt", "chosen", "rejected"}`` (messages or strings) -> text rows for DPO."""
+    """``{"prompt", "chosen", "rejected"}`` (messages or strings), or ``{"chosen", "rejected"}``
+    as whole conversations (implicit prompt) -> text rows for DPO."""
     eot = end_of_turn(tokenizer)
     out = []
     for n, row in enumerate(rows, 1):
-        row = _require(row, ("prompt", "chosen", "rejected"), source, n)
+        row = _require(
+            _implicit_prompt(row, source, n), ("prompt", "chosen", "rejected"), source, n
+        )
         prompt = row["prompt"]
         if not isinstance(prompt, str):
             prompt = render_prompt(tokenizer, _messages(prompt, source, n, "prompt"))

@@ -140,9 +140,10 @@ def use_lean_lm_head_tiles() -> None:
 
 def build_lean(settings: Any, make: Callable[[], Any]) -> Any:
     """How the SFT, DPO and PreSafe builders make their trainer: the CPU LM-head tile first (DPO
-    precomputes reference log-probs while it is built), then lean layers on the wrapped model."""
+    precomputes reference log-probs while it is built), then lean layers on the wrapped model
+    (by default on CPU only; on CUDA Liger-Kernel does this job)."""
     use_lean_lm_head_tiles()
     trainer = make()
-    if settings.lean_layers:
+    if settings.use_lean_layers():
         use_lean_layers(trainer.model)
     return trainer

@@ -54,7 +54,7 @@ def train_sft(
     may be None when ``model`` is a path or name.
     """
     out_dir = Path(out_dir)
-    model, tokenizer = load_for_training(model, tokenizer, settings.dtype)
+    model, tokenizer = load_for_training(model, tokenizer, settings)
     return run_training(
         "sft", build_sft_trainer, model, tokenizer, rows, settings, out_dir, progress
     )

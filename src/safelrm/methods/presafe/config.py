@@ -102,7 +102,9 @@ class HeadSettings(StrictModel):
 
 
 def _default_train() -> SFTSettings:
-    return SFTSettings(max_steps=40, per_device_batch_size=4, max_length=320, learning_rate=2e-4)
+    return SFTSettings(
+        max_steps=40, per_device_train_batch_size=4, max_length=320, learning_rate=2e-4
+    )
 
 
 class PreSafeRecipe(Recipe):

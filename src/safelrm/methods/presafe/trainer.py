@@ -246,7 +246,7 @@ def train_presafe(
     ``head/``. Rows: ``{"prompt", "completion", "soft_label"}``. Returns the result and the
     head folder."""
     out_dir = Path(out_dir)
-    model, tokenizer = load_for_training(model, tokenizer, settings.dtype)
+    model, tokenizer = load_for_training(model, tokenizer, settings)
     built: list[Any] = []
 
     def build(*args: Any) -> Any:
@@ -254,7 +254,10 @@ def train_presafe(
         built.append(trainer)
         return trainer
 
-    result = run_training("sft", build, model, tokenizer, rows, settings, out_dir, progress)
+    # The head is not in the trainer's checkpoints (PEFT saves the adapter only): no resume.
+    result = run_training(
+        "sft", build, model, tokenizer, rows, settings, out_dir, progress, resumable=False
+    )
     trainer = built[0]
     head_dir = out_dir / "head"
     if is_main_process(trainer):
