@@ -134,6 +134,9 @@ def test_full_run_makes_every_output(finished_run):
     assert (Path(sts) / "safelrm_train_prompts.jsonl").is_file()
     assert (run / "report" / "report.md").is_file()
     assert (run / "report" / "acceptance.json").is_file()
+    for stage in ("sft", "dpo"):  # TensorBoard logs kept; checkpoints removed once exported
+        assert list((run / stage / "train" / "logs").rglob("events.out.tfevents.*")), stage
+        assert not (run / stage / "train" / "checkpoints").exists()
     pipeline = json.loads((run / "pipeline.json").read_text())
     assert set(pipeline) == set(STAGES)
     # every SFT safety row carries a validated <safe> block

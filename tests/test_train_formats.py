@@ -192,3 +192,21 @@ def test_bad_trl_value_is_one_line(tmp_path):
 def test_unknown_top_level_key_still_rejected():
     with pytest.raises(SafelrmError, match="key 'no_such_setting'"):
         parse_config(SFTSettings, {"no_such_setting": 1}, "recipe.yaml")
+
+
+def test_renamed_and_new_settings_keep_stage_hashes():
+    """Stage hashes are computed from the names and fields runs were made with: a rename or a new
+    option at its default reruns no stage."""
+    settings = SFTSettings(num_train_epochs=2, per_device_train_batch_size=4, warmup_steps=0.1)
+    hashed = settings.model_dump(mode="json", context={"stage_hash": True})
+    assert (hashed["epochs"], hashed["per_device_batch_size"], hashed["warmup_ratio"]) == (
+        2,
+        4,
+        0.1,
+    )
+    assert {"grad_accum", "lr_scheduler"} <= hashed.keys()
+    new = {"save_steps", "report_to", "trl_args", "lean_layers", "load_in_4bit", "model_revision"}
+    assert not new & hashed.keys() and not new & settings.model_dump().keys()
+    shown = settings.model_dump(mode="json")  # recipe.json and train_log.json: the new names
+    assert shown["num_train_epochs"] == 2 and "epochs" not in shown
+    assert SFTSettings(save_steps=50).model_dump()["save_steps"] == 50

@@ -9,6 +9,7 @@ import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
+    SerializationInfo,
     SerializerFunctionWrapHandler,
     ValidationError,
     model_serializer,
@@ -25,13 +26,21 @@ class StrictModel(BaseModel):
     # Options added after runs were made: left out of a dump while at their default, so that
     # recipe.json and the stage hashes of those runs stay the same (no stage reruns).
     omit_at_default: ClassVar[tuple[str, ...]] = ()
+    # Options renamed after runs were made: {new name: old name} in the dump that stage hashes
+    # are computed from (context {"stage_hash": True}), so that a rename alone reruns nothing.
+    hash_names: ClassVar[dict[str, str]] = {}
 
     @model_serializer(mode="wrap")
-    def _omit_defaults(self, handler: SerializerFunctionWrapHandler) -> Any:
+    def _omit_defaults(
+        self, handler: SerializerFunctionWrapHandler, info: SerializationInfo
+    ) -> Any:
         data = handler(self)
         for name in self.omit_at_default:
-            if getattr(self, name) == type(self).model_fields[name].default:
+            field = type(self).model_fields[name]
+            if getattr(self, name) == field.get_default(call_default_factory=True):
                 data.pop(name, None)
+        if self.hash_names and isinstance(info.context, dict) and info.context.get("stage_hash"):
+            data = {self.hash_names.get(k, k): v for k, v in data.items()}
         return data
 
 

@@ -149,7 +149,7 @@ class StageContext:
 def stage_hash(stage: Stage, recipe: Recipe, upstream: dict[str, str]) -> str:
     payload = {
         "stage": stage.name,
-        "config": _jsonable(stage.config(recipe)),
+        "config": _jsonable(stage.config(recipe), {"stage_hash": True}),
         "model": recipe.model,
         "seed": recipe.seed,
         "reads": {name: upstream[name] for name in stage.reads},
@@ -158,13 +158,13 @@ def stage_hash(stage: Stage, recipe: Recipe, upstream: dict[str, str]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _jsonable(obj: Any) -> Any:
+def _jsonable(obj: Any, context: dict[str, Any] | None = None) -> Any:
     if hasattr(obj, "model_dump"):
-        return obj.model_dump(mode="json")
+        return obj.model_dump(mode="json", context=context)
     if isinstance(obj, list | tuple):
-        return [_jsonable(o) for o in obj]
+        return [_jsonable(o, context) for o in obj]
     if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
+        return {k: _jsonable(v, context) for k, v in obj.items()}
     return obj
 
 

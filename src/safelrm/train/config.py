@@ -86,6 +86,7 @@ class _CommonSettings(StrictModel):
     """
 
     trl_config: ClassVar[str] = ""
+    hash_names = {new: old for old, new in RENAMED.items() if old != "torch_dtype"}
     omit_at_default = (
         "lean_layers",
         "save_strategy",
