@@ -186,7 +186,9 @@ app = typer.Typer(
     help="SFT / DPO on JSONL rows, one process per device under `accelerate launch`.",
 )
 MODEL = typer.Option("default", "--model", "-m", help="Model folder, .gguf file or 'default'.")
-DATA = typer.Option(..., "--data", "-d", help="JSONL rows (see safelrm/train/README.md).")
+DATA = typer.Option(
+    ..., "--data", "-d", help="Rows: JSONL/parquet/CSV file, dataset folder or hub id."
+)
 OUT = typer.Option(..., "--out", "-o", help="Output folder (adapter/, merged/, train_log.json).")
 ROWS = typer.Option(None, "--rows", "-n", help="Train on the first N rows only.")
 CONFIG = typer.Option(None, "--config", "-c", help="YAML file of settings.")
@@ -205,13 +207,14 @@ def launch_training(
     """Train on this process's share; the main process writes ``out/distributed.json``."""
     from rich.console import Console
 
-    from safelrm.io import read_jsonl, write_json
+    from safelrm.io import write_json
     from safelrm.train import DPOSettings, SFTSettings, train_dpo, train_sft
+    from safelrm.train.dataset import load_rows
     from safelrm.train.cli import settings_from
 
     bind_local_device()
     settings = settings_from(SFTSettings if kind == "sft" else DPOSettings, config, sets)
-    train_rows = read_jsonl(data)[:rows]
+    train_rows = load_rows(str(data))[:rows]
     train = train_sft if kind == "sft" else train_dpo
     world, rank, _ = launch_env()
     result = train(model, None, train_rows, settings, out, progress=rank == 0)
