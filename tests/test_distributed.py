@@ -115,10 +115,11 @@ def assert_same_run(two: Path, one, kind: str) -> None:
         # all-reduce sums in another order; Adam turns that noise into ~1e-5 on a few weights,
         # three orders below one step's update (learning rate 1e-2)
         torch.testing.assert_close(a[name], b[name], atol=5e-5, rtol=1e-4)
-    # only the finished outputs, written once: no temp folders from either rank
+    # only the finished outputs, written once: no temp folders or checkpoints from either rank
     assert sorted(p.name for p in two.iterdir()) == [
         "adapter",
         "distributed.json",
+        "logs",
         "merged",
         "train_log.json",
     ]
