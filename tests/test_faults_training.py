@@ -17,6 +17,7 @@ import yaml
 from safetensors.torch import load_file
 
 from safelrm.io import write_jsonl
+from safelrm.train import SFTSettings, train_sft
 
 LAUNCH = Path(__file__).with_name("train_launch.py")
 ROWS = [
@@ -120,11 +121,14 @@ def cli_args(model: Path, rows: Path, config: Path, out: Path, *extra: str) -> l
     ]
 
 
-def test_checkpoints_do_not_change_the_training(tiny_model_dir, rows_file, reference, tmp_path):
-    config = tmp_path / "sft.yaml"
-    config.write_text(yaml.safe_dump({**SETTINGS, "save_strategy": "no"}))
-    finish(launch(cli_args(tiny_model_dir, rows_file, config, tmp_path / "out")))
-    assert losses(tmp_path / "out") == losses(reference)
+def test_checkpoints_do_not_change_the_training(tiny_model_dir, tmp_path):
+    with_ckpt = train_sft(
+        tiny_model_dir, None, ROWS, SFTSettings(**SETTINGS), tmp_path / "a", False
+    )
+    without = SFTSettings(**SETTINGS, save_strategy="no")
+    assert train_sft(tiny_model_dir, None, ROWS, without, tmp_path / "b", False).loss_history == (
+        with_ckpt.loss_history
+    )
 
 
 def test_killed_safelrm_train_resumes_from_last_checkpoint(
@@ -140,15 +144,27 @@ def test_killed_safelrm_train_resumes_from_last_checkpoint(
     assert_same_training(out, reference)
 
 
-def test_changed_settings_do_not_resume_a_stale_checkpoint(tiny_model_dir, rows_file, tmp_path):
-    config = tmp_path / "sft.yaml"
-    config.write_text(yaml.safe_dump(SETTINGS))
-    out = tmp_path / "out"
-    args = cli_args(tiny_model_dir, rows_file, config, out)
-    kill_after_checkpoint(launch(args, sleep=0.3), out / "checkpoints")
-    finish(launch([*args, "--set", "learning_rate=0.005"]))
-    log = json.loads((out / "train_log.json").read_text())
-    assert log["resumed_from"] is None and log["steps"] == 12
+def test_changed_settings_do_not_resume_a_stale_checkpoint(tiny_model_dir, tmp_path, monkeypatch):
+    """A run that crashed at step 7 left checkpoints; a rerun with another learning rate starts
+    over instead of resuming them."""
+    from transformers.trainer_callback import DefaultFlowCallback
+
+    step_end = DefaultFlowCallback.on_step_end
+
+    def crash_at_7(self, args, state, control, **kwargs):
+        if state.global_step == 7:
+            raise RuntimeError("crash")
+        return step_end(self, args, state, control, **kwargs)
+
+    monkeypatch.setattr(DefaultFlowCallback, "on_step_end", crash_at_7)
+    with pytest.raises(RuntimeError, match="crash"):
+        train_sft(tiny_model_dir, None, ROWS, SFTSettings(**SETTINGS), tmp_path, progress=False)
+    assert (tmp_path / "checkpoints" / KILL_AFTER / "trainer_state.json").is_file()
+    monkeypatch.setattr(DefaultFlowCallback, "on_step_end", step_end)
+    changed = SFTSettings(**{**SETTINGS, "learning_rate": 5e-3})
+    result = train_sft(tiny_model_dir, None, ROWS, changed, tmp_path, progress=False)
+    log = json.loads(result.log_path.read_text())
+    assert log["resumed_from"] is None and result.steps == 12
 
 
 def test_killed_recipe_training_stage_resumes(tiny_model_dir, rows_file, reference, tmp_path):
