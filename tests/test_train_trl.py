@@ -91,7 +91,7 @@ def test_trl_yaml_trains_with_trl_settings(tiny_model_dir, hub_folder, tmp_path)
     assert result.exit_code == 0, result.output
     assert "sft: 3 steps on 6 rows" in result.output
 
-    ours = json.loads((out / "train_log.json").read_text())["trl_args"]
+    ours = json.loads((out / "train_log.json").read_text())["trl_config"]
     data = yaml.safe_load(text)
     fields = {f.name for f in dataclasses.fields(SFTConfig)}
     # TRL's bf16=True default does not run on a CPU: a TRL user there adds these two, safelrm

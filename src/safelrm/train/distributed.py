@@ -209,8 +209,8 @@ def launch_training(
 
     from safelrm.io import write_json
     from safelrm.train import DPOSettings, SFTSettings, train_dpo, train_sft
-    from safelrm.train.dataset import load_rows
     from safelrm.train.cli import settings_from
+    from safelrm.train.dataset import load_rows
 
     bind_local_device()
     settings = settings_from(SFTSettings if kind == "sft" else DPOSettings, config, sets)

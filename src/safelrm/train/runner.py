@@ -173,7 +173,7 @@ def run_training(
                 **result.model_dump(mode="json", exclude={"loss_history"}),
                 "settings": settings.model_dump(mode="json"),
                 "resumed_from": resume,
-                "trl_args": json.loads(trainer.args.to_json_string()),
+                "trl_config": json.loads(trainer.args.to_json_string()),
                 "device": str(trainer.args.device),
                 "bf16": bool(trainer.args.bf16),
                 "world_size": int(trainer.accelerator.num_processes),
