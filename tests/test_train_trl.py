@@ -189,3 +189,20 @@ def test_loading_options_and_device_defaults(tiny_model_dir, tmp_path):
     assert not liger.use_lean_layers()
     with pytest.raises(ValueError, match="choose one"):
         SFTSettings(lean_layers=True, trl_args={"use_liger_kernel": True})
+
+
+def test_report_to_wandb_needs_wandb(tmp_path):
+    import importlib.util
+
+    settings = SFTSettings(report_to=["tensorboard", "wandb"])
+    if importlib.util.find_spec("wandb") is not None:
+        assert settings.to_trl(tmp_path, progress=False).report_to == ["tensorboard", "wandb"]
+        return
+    with pytest.raises(SafelrmError, match=r"^report_to: 'wandb' needs the wandb package"):
+        settings.to_trl(tmp_path, progress=False)
+
+
+def test_missing_dataset_is_one_line(tmp_path):
+    result = CliRunner().invoke(app, ["sft", "-o", str(tmp_path / "o")])
+    assert isinstance(result.exception, SafelrmError)
+    assert str(result.exception).startswith("--dataset: required")
