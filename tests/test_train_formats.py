@@ -182,10 +182,15 @@ def test_bad_trl_args_name_the_key(trl_args, message):
     assert "\n" not in str(e.value)
 
 
-def test_bad_trl_value_is_one_line(tmp_path):
-    settings = parse_config(SFTSettings, {"trl_args": {"optim": "no_such_optimizer"}})
-    with pytest.raises(SafelrmError, match="^SFTConfig: .*no_such_optimizer") as e:
-        settings.to_trl(tmp_path, progress=False)
+def test_bad_trl_value_is_one_line_before_any_work():
+    with pytest.raises(
+        SafelrmError, match="^r.yaml: key 'sft': .*SFTConfig: .*no_such_optimizer"
+    ) as e:
+        parse_config(
+            SafeTriggerRecipe,
+            {"method": "safe_trigger", "sft": {"optim": "no_such_optimizer"}},
+            "r.yaml",
+        )
     assert "\n" not in str(e.value)
 
 

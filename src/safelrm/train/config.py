@@ -193,6 +193,10 @@ class _CommonSettings(StrictModel):
                 raise ValueError(f"trl_args.{key}: not a field of TRL's {self.trl_config}")
         if self.lean_layers and self.trl_args.get("use_liger_kernel"):
             raise ValueError("lean_layers and trl_args.use_liger_kernel: choose one")
+        try:  # values too, before any work: TRL's config checks them when it is built
+            self.to_trl(Path("unused"), progress=False)
+        except SafelrmError as e:
+            raise ValueError(str(e)) from None
         return self
 
     def use_lean_layers(self) -> bool:
