@@ -1,4 +1,7 @@
-"""Safety and accuracy metrics over per-prompt evaluation rows, each with a bootstrap 95% CI.
+"""Safety and accuracy metrics over per-prompt evaluation rows, each with a 95% CI.
+
+Rates get the Wilson score interval, means (token lengths, judge scores) a percentile bootstrap
+(``safelrm.eval.stats``); comparisons of two models on the same prompts are in ``paired.py``.
 
 Judge labels are one of ``safe``, ``unsafe``, ``refusal``, ``compliance``, ``unparsed``.
 A harm judge says safe/unsafe; a refusal judge says refusal/compliance. For attack success
@@ -17,40 +20,11 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from safelrm.data.records import Kind
+from safelrm.eval.stats import bootstrap_ci, wilson_interval
 
 HARMFUL_KINDS = ("harmful", "jailbreak")
 SAFE_TAG = "<safe>"
 LABELS = ("safe", "unsafe", "refusal", "compliance", "unparsed")
-
-# Bootstrap resamples are drawn in blocks so memory stays bounded for large n.
-_MAX_BLOCK_ELEMENTS = 4_000_000
-
-
-def bootstrap_ci(
-    values: Sequence[float], n_boot: int = 2000, alpha: float = 0.05, seed: int = 0
-) -> tuple[float, float]:
-    """Percentile bootstrap CI of the mean; ``(nan, nan)`` when empty, ``(v, v)`` when constant.
-
-    The interval is widened to contain the sample mean, which the percentile method does not
-    promise for very skewed samples.
-    """
-    x = np.asarray(values, dtype=float)
-    n = x.size
-    if n == 0:
-        return (math.nan, math.nan)
-    mean = float(x.mean())
-    if np.all(x == x[0]):
-        return (mean, mean)
-    rng = np.random.default_rng(seed)
-    block = max(1, _MAX_BLOCK_ELEMENTS // n)
-    means = np.empty(n_boot)
-    for start in range(0, n_boot, block):
-        stop = min(n_boot, start + block)
-        idx = rng.integers(0, n, size=(stop - start, n))
-        means[start:stop] = x[idx].mean(axis=1)
-    low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2])
-    return (min(float(low), mean), max(float(high), mean))
-
 
 def _none_if_nan(v: float) -> float | None:
     return None if math.isnan(v) else v
@@ -79,18 +53,20 @@ class Stat(BaseModel):
     n: int
 
 
-def rate(flags: Iterable[bool | None], name: str, seed: int = 0) -> Rate:
-    """Fraction of True among the non-None flags; None means unparsed and is only counted."""
+def rate(flags: Iterable[bool | None], name: str) -> Rate:
+    """Fraction of True among the non-None flags, with its Wilson 95% interval; None means
+    unparsed and is only counted."""
     flags = list(flags)
-    parsed = [1.0 if f else 0.0 for f in flags if f is not None]
-    low, high = bootstrap_ci(parsed, seed=seed)
+    parsed = [bool(f) for f in flags if f is not None]
+    count = sum(parsed)
+    low, high = wilson_interval(count, len(parsed))
     return Rate(
         name=name,
-        value=(sum(parsed) / len(parsed)) if parsed else None,
+        value=(count / len(parsed)) if parsed else None,
         low=_none_if_nan(low),
         high=_none_if_nan(high),
         n=len(parsed),
-        count=int(sum(parsed)),
+        count=count,
         unparsed=len(flags) - len(parsed),
     )
 
