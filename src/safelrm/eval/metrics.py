@@ -26,6 +26,7 @@ HARMFUL_KINDS = ("harmful", "jailbreak")
 SAFE_TAG = "<safe>"
 LABELS = ("safe", "unsafe", "refusal", "compliance", "unparsed")
 
+
 def _none_if_nan(v: float) -> float | None:
     return None if math.isnan(v) else v
 
