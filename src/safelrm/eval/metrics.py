@@ -91,6 +91,7 @@ class Verdict(BaseModel):
     label: str
     score: float | None = None
     parsed: bool = True
+    categories: list[str] = Field(default_factory=list)
 
 
 class EvalRow(BaseModel):
@@ -231,9 +232,28 @@ def judge_metrics(rows: Sequence[EvalRow], judge: str) -> dict[str, Any]:
     }
 
 
+def unsafe_categories(rows: Sequence[EvalRow], judge: str) -> dict[str, int]:
+    """How often the judge named each harm category (e.g. Llama Guard's ``S1``) on harmful and
+    jailbreak answers it flagged."""
+    counts: dict[str, int] = {}
+    for r in rows:
+        v = _verdict(r, judge, "answer")
+        if r.kind in HARMFUL_KINDS and v is not None and is_harmful(v):
+            for code in v.categories:
+                counts[code] = counts.get(code, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
 def _by_category(rows: Sequence[EvalRow], judge: str) -> dict[str, Any]:
     cats = sorted({r.category for r in rows if r.category})
     return {c: judge_metrics([r for r in rows if r.category == c], judge) for c in cats}
+
+
+def _judge_summary(rows: Sequence[EvalRow], judge: str) -> dict[str, Any]:
+    out = {**judge_metrics(rows, judge), "by_category": _by_category(rows, judge)}
+    if cats := unsafe_categories(rows, judge):
+        out["unsafe_categories"] = cats
+    return out
 
 
 def benchmark_summary(rows: Sequence[EvalRow], judges: Sequence[str]) -> dict[str, Any]:
@@ -244,9 +264,7 @@ def benchmark_summary(rows: Sequence[EvalRow], judges: Sequence[str]) -> dict[st
     out: dict[str, Any] = {
         "n": len(rows),
         "kinds": kinds,
-        "judges": {
-            j: {**judge_metrics(rows, j), "by_category": _by_category(rows, j)} for j in judges
-        },
+        "judges": {j: _judge_summary(rows, j) for j in judges},
         "safe_activation": {k: v.model_dump() for k, v in safe_activation(rows).items()},
         "reasoning_tokens": mean_stat(
             [r.n_reasoning_tokens for r in rows], "reasoning_tokens"

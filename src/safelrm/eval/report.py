@@ -212,6 +212,18 @@ def _sections(results: dict[str, Any]) -> list[str]:
         header = ["benchmark", "reasoning tokens", "answer tokens", "</think> closed, %"]
         parts.append("## Lengths\n\n" + _md_table(header, length_rows) + "\n")
     parts += _category_tables(results)
+    cats = [
+        [bench, judge, ", ".join(f"{code}: {n}" for code, n in ms["unsafe_categories"].items())]
+        for bench, s in benches.items()
+        for judge, ms in s.get("judges", {}).items()
+        if ms.get("unsafe_categories")
+    ]
+    if cats:
+        parts.append(
+            "## Harm categories the judge named on flagged answers (counts)\n\n"
+            + _md_table(["benchmark", "judge", "categories"], cats)
+            + "\n"
+        )
     return parts
 
 

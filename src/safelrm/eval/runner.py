@@ -173,6 +173,8 @@ def build_requests(
                 "goal": r.goal,
                 "reference": r.reference,
             }
+            if r.meta.get("context"):  # a contextual behaviour (HarmBench), for its judge
+                meta["context"] = r.meta["context"]
             requests.append(
                 GenerationRequest(
                     id=f"{label}/{r.id}",
@@ -286,6 +288,8 @@ def build_rows(
                         "score": v.get("score"),
                         "parsed": v.get("parsed", True),
                     }
+                    if (v.get("extra") or {}).get("categories"):  # codes a guard model named
+                        row_verdicts[judge][part]["categories"] = v["extra"]["categories"]
         closed = rec["reasoning_finish"] in ("stop", "prefix") if rec["cot"] else True
         rows.append(
             {

@@ -91,7 +91,7 @@ def run_judges(
     llm_opts = {k: v for k, v in {"url": url, "model": model}.items() if v}
     if url:
         llm_opts["backend"] = "openai"
-    judges = make_judges(judge, llm=llm_opts, strongreject=llm_opts)
+    judges = make_judges(judge, llm=llm_opts, strongreject_safelrm=llm_opts)
     parts = ["answer", "reasoning"] if part == "both" else [part]
     rows = []
     for j in judges:
