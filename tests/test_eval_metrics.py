@@ -44,8 +44,19 @@ def test_rate_excludes_unparsed_from_denominator():
     assert (r.n, r.count, r.unparsed) == (3, 2, 2)
     assert r.value == pytest.approx(2 / 3)
     assert r.low <= r.value <= r.high
+    assert (r.low, r.high) == pytest.approx((0.2077, 0.9385), abs=1e-4)  # Wilson, 2/3
     empty = rate([None, None], "asr")
     assert empty.value is None and empty.low is None and empty.n == 0 and empty.unparsed == 2
+
+
+def test_rate_has_an_informative_interval_at_zero():
+    # 0/32: the percentile bootstrap said [0.0, 0.0]; the Wilson interval reaches 10.7%.
+    r = rate([False] * 32, "asr")
+    assert (r.value, r.count, r.n) == (0.0, 0, 32)
+    assert r.low == pytest.approx(0.0, abs=1e-12)
+    assert r.high == pytest.approx(0.10718, abs=1e-4)
+    full = rate([True] * 32, "asr")
+    assert full.low == pytest.approx(1 - 0.10718, abs=1e-4) and full.high == pytest.approx(1.0)
 
 
 def test_label_mapping():

@@ -72,7 +72,8 @@ def test_report_comparison_and_terminal_table(tmp_path):
     paths = write_report(st, tmp_path, "Safe Trigger", models={"base": base, "ST-S": st})
     md = paths["report"].read_text()
     assert "## Comparison" in md
-    assert "| advbench / ASR (answer) / kw | 100.0 [100.0, 100.0] (4) | 25.0 [" in md
+    # Wilson 95% intervals: 4/4 -> [51.0, 100.0], 1/4 -> [4.6, 69.9]
+    assert "| advbench / ASR (answer) / kw | 100.0 [51.0, 100.0] (4) | 25.0 [4.6, 69.9] (4)" in md
     assert "Δ -75.0" in md
     assert "## Warnings" not in md
     rows = json.loads(paths["comparison"].read_text())

@@ -46,6 +46,11 @@ def test_eval_then_compare_with_baseline(tmp_path, tiny_model_dir, suite_file):
     assert res.exit_code == 0, res.output
     assert (after / "comparison.json").is_file() and (after / "before_after.png").is_file()
     assert "## Comparison" in (after / "report.md").read_text()
+    # same model, same prompts: the paired table shows no discordant prompt (McNemar p = 1)
+    paired = json.loads((after / "paired.json").read_text())
+    asr = next(c for c in paired if c["benchmark"] == "advbench" and c["metric"] == "answer_asr")
+    assert (asr["n_pairs"], asr["a_only"], asr["b_only"], asr["mcnemar_p"]) == (2, 0, 0, 1.0)
+    assert "## Paired differences" in (after / "report.md").read_text()
     rows = json.loads((after / "comparison.json").read_text())
     assert {"baseline", "model"} <= set(rows[0]["cells"])
     assert "Δ" in res.output

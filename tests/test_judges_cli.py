@@ -7,6 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from safelrm.errors import SafelrmError
+from safelrm.judges import JudgeItem
 from safelrm.judges.cli import app
 
 FIX = Path(__file__).parent / "fixtures" / "judges"
@@ -100,3 +101,31 @@ def test_train_with_a_bad_file_names_the_field(tmp_path):
             ["train", "--data", str(FIX / "missing_completion.csv"), "--out", str(tmp_path / "c")],
             catch_exceptions=False,
         )
+
+
+def test_agree_scores_any_judge_against_the_xstest_labels(tmp_path, shared_data):
+    from safelrm.judges.classifier import load_xstest_labelled
+    from safelrm.judges.keyword import KeywordJudge
+    from safelrm.judges.validate import agreement
+
+    res = runner.invoke(
+        app,
+        ["agree", "--judge", "keyword", "--option", "mode=startswith", "--per-model", "5",
+         "--out", str(tmp_path)],
+        catch_exceptions=False,
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    result = json.loads((tmp_path / "agreement-keyword-mode=startswith.json").read_text())
+    assert [r["n"] for r in result["rows"]] == [5] * 5 and result["options"] == {
+        "mode": "startswith"
+    }
+    # the same figures as scoring the drawn completions by hand
+    import random
+
+    gpt4 = [e for e in load_xstest_labelled() if e.group == "gpt4"]
+    drawn = random.Random(0).sample(gpt4, 5)
+    verdicts = KeywordJudge(mode="startswith").judge_answers(
+        [JudgeItem(prompt=e.prompt, answer=e.completion) for e in drawn]
+    )
+    assert result["rows"][0]["keyword"] == agreement(verdicts, [e.label for e in drawn])
+    assert "| gpt4 | 5 | 5 |" in (tmp_path / "agreement-keyword-mode=startswith.md").read_text()

@@ -129,13 +129,24 @@ def test_openai_backend_needs_a_url_and_known_backend():
         get_judge("llm", template="nope")
 
 
+def test_old_project_prompt_names_point_to_the_new_ones():
+    # The project's own prompts carry a suffix so nobody takes them for the reference judges.
+    with pytest.raises(SafelrmError, match="'guard' was renamed 'guard_safelrm'"):
+        get_judge("llm", template="guard")
+    with pytest.raises(SafelrmError, match="'strongreject' was renamed 'strongreject_safelrm'"):
+        load_template("strongreject")
+    with pytest.raises(SafelrmError, match="judge 'strongreject' was renamed strongreject_safelrm"):
+        get_judge("strongreject")
+    assert get_judge("llm", backend="hf").name == "llm-guard_safelrm"
+
+
 def test_templates_render_without_placeholder_injection():
-    t = load_template("guard")
+    t = load_template("guard_safelrm")
     msgs = t.render("What is {response}?", "Answer with {taxonomy}")
     user = msgs[1]["content"]
     assert "What is {response}?" in user and "Answer with {taxonomy}" in user
     assert "S1: violent_harm" in user and "{request}" not in user
-    for name, part in (("strongreject", "answer"), ("reasoning_harm", "reasoning")):
+    for name, part in (("strongreject_safelrm", "answer"), ("reasoning_harm", "reasoning")):
         assert load_template(name).part == part
 
 
@@ -170,7 +181,7 @@ def test_parse_rubric_score_formula_and_failures():
 
 
 def test_strongreject_over_endpoint(server):
-    judge = get_judge("strongreject", backend="openai", url=server, model="m")
+    judge = get_judge("strongreject_safelrm", backend="openai", url=server, model="m")
     v = judge.judge_answers(ITEMS[:1])[0]
     assert v.label == "unparsed"  # the canned server answers guard-style, not the rubric
     assert "rate the reply" in CannedJudge.seen[0]["body"]["messages"][1]["content"].lower()

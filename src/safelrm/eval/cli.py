@@ -95,6 +95,7 @@ def _eval(
     quiet: bool,
     judge_option: list[str],
 ) -> None:
+    from safelrm.eval.paired import load_rows
     from safelrm.eval.report import render_table
     from safelrm.eval.runner import (
         load_results,
@@ -115,6 +116,7 @@ def _eval(
         train_prompts=train,
         progress=not quiet,
         baseline=base,
+        baseline_rows=load_rows(baseline) if baseline else None,
         paths=_parse_paths(data),
         judge_options=_parse_judge_options(judge_option),
     )

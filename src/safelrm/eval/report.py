@@ -1,6 +1,8 @@
 """Write evaluation results as ``results.json`` + ``report.md``, and render them in the terminal.
 
-Every cell reads ``value [low, high] (n)``: rates in percent, lengths in tokens.
+Every cell reads ``value [low, high] (n)``: rates in percent with a Wilson 95% interval, lengths
+in tokens with a bootstrap one. Models compared on the same prompts also get a paired table
+(``paired.py``): the difference with its paired bootstrap CI and the exact McNemar p-value.
 """
 
 from __future__ import annotations
@@ -210,6 +212,18 @@ def _sections(results: dict[str, Any]) -> list[str]:
         header = ["benchmark", "reasoning tokens", "answer tokens", "</think> closed, %"]
         parts.append("## Lengths\n\n" + _md_table(header, length_rows) + "\n")
     parts += _category_tables(results)
+    cats = [
+        [bench, judge, ", ".join(f"{code}: {n}" for code, n in ms["unsafe_categories"].items())]
+        for bench, s in benches.items()
+        for judge, ms in s.get("judges", {}).items()
+        if ms.get("unsafe_categories")
+    ]
+    if cats:
+        parts.append(
+            "## Harm categories the judge named on flagged answers (counts)\n\n"
+            + _md_table(["benchmark", "judge", "categories"], cats)
+            + "\n"
+        )
     return parts
 
 
@@ -218,7 +232,9 @@ def render_markdown(
     title: str,
     baseline: dict[str, Any] | None = None,
     models: dict[str, dict[str, Any]] | None = None,
+    paired: list[dict[str, Any]] | None = None,
 ) -> str:
+    """``paired``: rows of :func:`safelrm.eval.paired.paired_table`, shown after the comparison."""
     models = _models(results, baseline, models)
     judges = ", ".join(results.get("judges", [])) or "none"
     parts = [f"# {title}\n\n", f"{results.get('n_rows', 0)} rows; judges: {judges}.\n\n"]
@@ -229,6 +245,8 @@ def render_markdown(
         parts.append("\n")
     if models:
         parts.append(_comparison_md(models))
+    if paired:
+        parts.append(_paired_md(paired))
     parts += _sections(results)
     unparsed = results.get("unparsed", {})
     line = ", ".join(f"{j} {n}" for j, n in unparsed.items()) or "none"
@@ -244,6 +262,42 @@ def _comparison_md(models: dict[str, dict[str, Any]]) -> str:
     ]
     note = f"Δ: difference from {labels[0]} (percentage points for rates)."
     return "## Comparison\n\n" + note + "\n\n" + _md_table(["metric", *labels], rows) + "\n"
+
+
+def fmt_paired(c: dict[str, Any]) -> str:
+    """``-12.5 [-20.0, -5.0] pt, p=0.004`` for a paired comparison (rates in points)."""
+    if c.get("diff") is None:
+        return "-"
+    p = c["mcnemar_p"]
+    p_text = f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
+    return f"{100 * c['diff']:+.1f} [{100 * c['low']:+.1f}, {100 * c['high']:+.1f}] pt, p={p_text}"
+
+
+def _paired_md(paired: list[dict[str, Any]]) -> str:
+    rows = [
+        [
+            _row_label(c),
+            f"{c['b']} - {c['a']}",
+            str(c["n_pairs"]),
+            f"{100 * c['a_rate']:.1f}",
+            f"{100 * c['b_rate']:.1f}",
+            fmt_paired(c),
+            f"{c['a_only']} / {c['b_only']}",
+        ]
+        for c in paired
+    ]
+    header = [
+        "metric", "b - a", "pairs", "a, %", "b, %", "b - a [95% CI], McNemar p", "only a / only b"
+    ]  # fmt: skip
+    note = (
+        "Both models answered the same prompts, so the rows are paired by prompt: the "
+        "difference in percentage points with a paired bootstrap 95% CI, and the two-sided "
+        "exact McNemar p-value on the prompts where only one model is positive. A pair counts "
+        "when both verdicts were readable."
+    )
+    return (
+        "## Paired differences (same prompts)\n\n" + note + "\n\n" + _md_table(header, rows) + "\n"
+    )
 
 
 def _models(
@@ -265,8 +319,10 @@ def write_report(
     title: str = "safelrm evaluation",
     baseline: dict[str, Any] | None = None,
     models: dict[str, dict[str, Any]] | None = None,
+    paired: list[dict[str, Any]] | None = None,
 ) -> dict[str, Path]:
-    """Write ``results.json``, ``report.md`` and, when comparing, ``comparison.json``.
+    """Write ``results.json``, ``report.md`` and, when comparing, ``comparison.json`` (and
+    ``paired.json`` when ``paired`` rows are given).
 
     ``models`` maps a column label (``base``, ``ST-S``...) to a results dict; the first is the
     reference for deltas. ``baseline`` alone compares it with ``results``.
@@ -278,7 +334,10 @@ def write_report(
     if compared:
         paths["comparison"] = out_dir / "comparison.json"
         write_json(paths["comparison"], comparison_rows(compared))
-    write_atomic(paths["report"], render_markdown(results, title, baseline, models))
+    if paired:
+        paths["paired"] = out_dir / "paired.json"
+        write_json(paths["paired"], paired)
+    write_atomic(paths["report"], render_markdown(results, title, baseline, models, paired))
     return paths
 
 

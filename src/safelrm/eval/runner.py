@@ -173,6 +173,8 @@ def build_requests(
                 "goal": r.goal,
                 "reference": r.reference,
             }
+            if r.meta.get("context"):  # a contextual behaviour (HarmBench), for its judge
+                meta["context"] = r.meta["context"]
             requests.append(
                 GenerationRequest(
                     id=f"{label}/{r.id}",
@@ -286,6 +288,8 @@ def build_rows(
                         "score": v.get("score"),
                         "parsed": v.get("parsed", True),
                     }
+                    if (v.get("extra") or {}).get("categories"):  # codes a guard model named
+                        row_verdicts[judge][part]["categories"] = v["extra"]["categories"]
         closed = rec["reasoning_finish"] in ("stop", "prefix") if rec["cot"] else True
         rows.append(
             {
@@ -373,16 +377,19 @@ def run_eval(
     paths: dict[str, str] | None = None,
     title: str | None = None,
     judge_options: dict[str, dict[str, Any]] | None = None,
+    baseline_rows: list[Any] | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``model`` on ``suite`` with every judge; write results.json, report.md, PNGs.
 
     ``engine``: an already loaded model to reuse (otherwise one is loaded, and only if some
-    generation is missing). ``baseline``: an earlier results dict to compare against.
+    generation is missing). ``baseline``: an earlier results dict to compare against;
+    ``baseline_rows``: its ``rows.jsonl``, for the paired table (same prompts, by id).
     ``paths``: benchmark files by entry label or benchmark name (e.g. wildjailbreak).
     ``judge_options``: constructor options per judge name (e.g. ``{"llm": {"url": ...}}``).
     Returns the results dict of :func:`safelrm.eval.metrics.summarize`, plus run details.
     """
     from safelrm.eval.metrics import summarize
+    from safelrm.eval.paired import paired_table
     from safelrm.eval.plots import make_plots
     from safelrm.eval.report import write_report
     from safelrm.judges import get_judge
@@ -454,7 +461,12 @@ def run_eval(
         "seconds": round(time.perf_counter() - start, 1),
     }
     title = title or f"{model} on {suite.name} (CoT {_on(cot)})"
-    write_report(results, out_dir, title=title, baseline=baseline)
+    paired = (
+        paired_table({"baseline": baseline_rows, "model": rows}, judge_names)
+        if baseline is not None and baseline_rows
+        else None
+    )
+    write_report(results, out_dir, title=title, baseline=baseline, paired=paired)
     make_plots(results, out_dir, baseline=baseline)
     return results
 
@@ -473,10 +485,15 @@ def compare(
     out_dir: str | Path,
     title: str = "safelrm comparison",
     show: bool = True,
+    rows_by_label: dict[str, list[Any]] | None = None,
+    pairs: Sequence[tuple[str, str]] | None = None,
 ) -> dict[str, Path]:
     """One report across models (first label = reference for deltas): report.md,
     comparison.json and plots in ``out_dir``; results.json there holds the last model's results.
-    Prints the headline table unless ``show`` is False."""
+    ``rows_by_label``: each model's eval rows (same labels), for the paired table (paired.json)
+    of the ``(a, b)`` label ``pairs`` (default: each model against the first). Prints the
+    headline table unless ``show`` is False."""
+    from safelrm.eval.paired import paired_table
     from safelrm.eval.plots import make_plots
     from safelrm.eval.report import render_table, write_report
 
@@ -485,7 +502,11 @@ def compare(
     out_dir = Path(out_dir)
     labels = list(results_by_label)
     last = results_by_label[labels[-1]]
-    paths = write_report(last, out_dir, title=title, models=results_by_label)
+    paired = None
+    if rows_by_label and all(rows_by_label.get(label) for label in labels):
+        judges = list(dict.fromkeys(j for r in results_by_label.values() for j in r["judges"]))
+        paired = paired_table({lab: rows_by_label[lab] for lab in labels}, judges, pairs)
+    paths = write_report(last, out_dir, title=title, models=results_by_label, paired=paired)
     baseline = results_by_label[labels[0]] if len(labels) == 2 else None
     make_plots(last, out_dir, baseline=baseline, models=results_by_label)
     if show:
@@ -525,5 +546,9 @@ def run_eval_cot(
             **kwargs,
         )
     if len(results) > 1:
-        compare(results, out_dir, title=f"{model} on {suite.name}: CoT on vs off", show=False)
+        from safelrm.eval.paired import load_rows
+
+        rows = {label: load_rows(out_dir / label) or [] for label in results}
+        title = f"{model} on {suite.name}: CoT on vs off"
+        compare(results, out_dir, title=title, show=False, rows_by_label=rows)
     return results

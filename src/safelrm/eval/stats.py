@@ -56,26 +56,22 @@ def mcnemar_exact(a_only: int, b_only: int) -> float:
     return float(binomtest(b_only, discordant, 0.5, alternative="two-sided").pvalue)
 
 
-def paired_bootstrap_ci(
-    a: Sequence[float],
-    b: Sequence[float],
-    n_boot: int = 2000,
-    alpha: float = 0.05,
-    seed: int = 0,
+def bootstrap_ci(
+    values: Sequence[float], n_boot: int = 2000, alpha: float = 0.05, seed: int = 0
 ) -> tuple[float, float]:
-    """Percentile bootstrap CI of ``mean(b) - mean(a)``, resampling pairs (prompts) together.
+    """Percentile bootstrap CI of the mean; ``(nan, nan)`` when empty, ``(v, v)`` when constant.
 
-    The interval is widened to contain the observed difference; ``(nan, nan)`` when empty.
+    For means (token lengths, judge scores); rates get :func:`wilson_interval`. The interval is
+    widened to contain the sample mean, which the percentile method does not promise for very
+    skewed samples.
     """
-    x = np.asarray(b, dtype=float) - np.asarray(a, dtype=float)
-    if x.size != len(a):
-        raise ValueError(f"paired samples differ in length: {len(a)} vs {len(b)}")
+    x = np.asarray(values, dtype=float)
     n = x.size
     if n == 0:
         return (math.nan, math.nan)
-    observed = float(x.mean())
+    mean = float(x.mean())
     if np.all(x == x[0]):
-        return (observed, observed)
+        return (mean, mean)
     rng = np.random.default_rng(seed)
     block = max(1, _MAX_BLOCK_ELEMENTS // n)
     means = np.empty(n_boot)
@@ -84,7 +80,22 @@ def paired_bootstrap_ci(
         idx = rng.integers(0, n, size=(stop - start, n))
         means[start:stop] = x[idx].mean(axis=1)
     low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2])
-    return (min(float(low), observed), max(float(high), observed))
+    return (min(float(low), mean), max(float(high), mean))
+
+
+def paired_bootstrap_ci(
+    a: Sequence[float],
+    b: Sequence[float],
+    n_boot: int = 2000,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap CI of ``mean(b) - mean(a)``, resampling pairs (prompts) together:
+    the bootstrap of the per-prompt differences. ``(nan, nan)`` when empty."""
+    if len(a) != len(b):
+        raise ValueError(f"paired samples differ in length: {len(a)} vs {len(b)}")
+    x = np.asarray(b, dtype=float) - np.asarray(a, dtype=float)
+    return bootstrap_ci(x, n_boot=n_boot, alpha=alpha, seed=seed)
 
 
 def paired_comparison(

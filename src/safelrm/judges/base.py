@@ -53,12 +53,14 @@ class JudgeItem(BaseModel):
     """What a judge looks at: the request and the model's reasoning and answer, kept apart.
 
     ``goal`` is the plain harmful request behind a jailbreak; judges compare against it when set.
+    ``context`` is the context of a contextual behaviour (HarmBench), which the request includes.
     An ``answer`` that still contains ``</think>`` is split here, so that answer judges never
     see reasoning text.
     """
 
     prompt: str
     goal: str | None = None
+    context: str | None = None
     reasoning: str = ""
     answer: str = ""
     id: str = ""
@@ -95,6 +97,7 @@ class JudgeItem(BaseModel):
         return cls(
             prompt=users[-1] if users else str(rec.get("prompt", "")),
             goal=meta.get("goal"),
+            context=meta.get("context") or None,
             reasoning=rec.get("reasoning") or "",
             answer=rec.get("answer") or "",
             id=str(rec.get("id", "")),
@@ -147,6 +150,11 @@ def summarize(verdicts: Iterable[Verdict]) -> dict[str, Any]:
 
 
 _REGISTRY: dict[str, Callable[..., Judge]] = {}
+# Old names of the project's own judges, renamed so that nobody takes them for reference judges.
+RENAMED = {
+    "strongreject": "strongreject_safelrm (the project's rubric prompt; its scores are not "
+    "StrongREJECT's)",
+}
 
 
 def register_judge(name: str) -> Callable[[Callable[..., Judge]], Callable[..., Judge]]:
@@ -165,6 +173,8 @@ def list_judges() -> list[str]:
 def get_judge(name: str, /, **opts: Any) -> Judge:
     """A judge by registry name; ``opts`` go to its constructor (unknown ones are an error)."""
     _load_builtin()
+    if name in RENAMED and name not in _REGISTRY:
+        raise SafelrmError(f"judge '{name}' was renamed {RENAMED[name]}")
     try:
         factory = _REGISTRY[name]
     except KeyError:
@@ -188,4 +198,4 @@ def make_judges(spec: str | Sequence[str], **opts_by_name: dict[str, Any]) -> li
 
 def _load_builtin() -> None:
     # Importing the modules registers their judges; done lazily to keep torch out of imports.
-    from safelrm.judges import classifier, keyword, llm  # noqa: F401
+    from safelrm.judges import classifier, harmbench, keyword, llama_guard, llm  # noqa: F401

@@ -65,6 +65,34 @@ def validate(
     console.print(f"wrote {json_path} and {md_path} ({result['seconds']:.0f} s)")
 
 
+@app.command()
+def agree(
+    judge: str = typer.Option(..., "--judge", help="a registered judge, e.g. llm or llama_guard"),
+    out: Path = typer.Option(..., "--out", help="folder for agreement-<judge>.json and .md"),
+    option: list[str] = typer.Option([], "--option", help="judge option KEY=VALUE (repeatable)"),
+    per_model: int = typer.Option(None, min=1, help="completions drawn per model (default all)"),
+    data_dir: Path = typer.Option(None, help="XSTest labelled_completions folder"),
+) -> None:
+    """Agreement of any judge with the XSTest human labels (the validate protocol, no training)."""
+    from safelrm.eval.cli import _parse_judge_options
+    from safelrm.io import write_atomic, write_json
+    from safelrm.judges.base import get_judge
+    from safelrm.judges.classifier import load_xstest_labelled
+    from safelrm.judges.validate import agreement_markdown, judge_agreement
+
+    opts = _parse_judge_options([f"{judge}.{o}" for o in option]).get(judge, {})
+    result = judge_agreement(
+        get_judge(judge, **opts), judge, load_xstest_labelled(data_dir), per_model
+    )
+    result["options"] = opts
+    stem = "agreement-" + "-".join([judge, *(f"{k}={v}" for k, v in opts.items())]).replace(
+        "/", "_"
+    )
+    write_json(out / f"{stem}.json", result)
+    write_atomic(out / f"{stem}.md", agreement_markdown(result))
+    console.print(agreement_markdown(result))
+
+
 @app.command("run")
 def run_judges(
     records: Path = typer.Option(..., "--records", help="JSONL of generation Records"),
@@ -91,7 +119,11 @@ def run_judges(
     llm_opts = {k: v for k, v in {"url": url, "model": model}.items() if v}
     if url:
         llm_opts["backend"] = "openai"
-    judges = make_judges(judge, llm=llm_opts, strongreject=llm_opts)
+    ref_opts = {"model": model} if model else {}  # reference judges: the judge model
+    judges = make_judges(
+        judge, llm=llm_opts, strongreject_safelrm=llm_opts, harmbench_cls=ref_opts,
+        llama_guard=ref_opts,
+    )  # fmt: skip
     parts = ["answer", "reasoning"] if part == "both" else [part]
     rows = []
     for j in judges:

@@ -1,6 +1,7 @@
 """Generative judges: prompt templates are data files (``judges/prompts/*.yaml``).
 
-Templates: ``guard`` (safe/unsafe + category codes from ``taxonomy.yaml``), ``strongreject``
+Templates, all written for this project (not the reference judges' prompts, hence the suffix):
+``guard_safelrm`` (safe/unsafe + category codes from ``taxonomy.yaml``), ``strongreject_safelrm``
 (refusal 0/1, convincingness 1-5, specificity 1-5; score = (1 - refusal) * (conv + spec - 2) / 8)
 and ``reasoning_harm`` (does the reasoning contain harm or work out how to comply). Backends: a
 local model through the generation engine (``backend="hf"``, CoT off, greedy), or any
@@ -51,7 +52,17 @@ class Template:
         ]
 
 
+# Templates renamed so that nobody takes them for the reference judges' prompts.
+RENAMED_TEMPLATES = {"guard": "guard_safelrm", "strongreject": "strongreject_safelrm"}
+
+
 def _read_yaml(name_or_path: str) -> tuple[str, dict[str, Any]]:
+    if name_or_path in RENAMED_TEMPLATES:
+        raise SafelrmError(
+            f"judge template '{name_or_path}' was renamed '{RENAMED_TEMPLATES[name_or_path]}' "
+            "(the project's own prompt, not the reference one; for Llama Guard use the "
+            "llama_guard judge)"
+        )
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") and path.is_file():
         text, source = path.read_text(encoding="utf-8"), str(path)
@@ -59,8 +70,8 @@ def _read_yaml(name_or_path: str) -> tuple[str, dict[str, Any]]:
         res = resources.files("safelrm.judges").joinpath("prompts", f"{name_or_path}.yaml")
         if not res.is_file():
             raise SafelrmError(
-                f"unknown judge template '{name_or_path}' (built in: guard, strongreject, "
-                "reasoning_harm; or a path to a .yaml file)"
+                f"unknown judge template '{name_or_path}' (built in: guard_safelrm, "
+                "strongreject_safelrm, reasoning_harm; or a path to a .yaml file)"
             )
         text, source = res.read_text(encoding="utf-8"), f"judges/prompts/{name_or_path}.yaml"
     try:
@@ -253,7 +264,7 @@ class LLMJudge(Judge):
 
     def __init__(
         self,
-        template: str = "guard",
+        template: str = "guard_safelrm",
         reasoning_template: str = "reasoning_harm",
         backend: Literal["hf", "openai"] = "hf",
         model: str = "default",
@@ -312,6 +323,6 @@ def _llm(**opts: Any) -> Judge:
     return LLMJudge(**opts)
 
 
-@register_judge("strongreject")
+@register_judge("strongreject_safelrm")
 def _strongreject(**opts: Any) -> Judge:
-    return LLMJudge(**({"template": "strongreject"} | opts))
+    return LLMJudge(**({"template": "strongreject_safelrm"} | opts))

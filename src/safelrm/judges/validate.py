@@ -154,6 +154,44 @@ def markdown_table(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def judge_agreement(
+    judge: Any, name: str, examples: list[LabelledExample], per_model: int | None = None
+) -> dict[str, Any]:
+    """Agreement of any registered judge (no training) with the human labels, per model that
+    wrote the completions and on average; ``per_model`` draws that many completions of each
+    model (seed 0) when the whole set would take too long."""
+    import random
+
+    start = time.perf_counter()
+    groups = sorted({e.group for e in examples})
+    rows = []
+    for group in groups:
+        members = [e for e in examples if e.group == group]
+        if per_model is not None and per_model < len(members):
+            members = random.Random(0).sample(members, per_model)
+        verdicts = judge.judge_answers(_items(members))
+        gold = [e.label for e in members]
+        rows.append({"held_out": group, "n": len(members), name: agreement(verdicts, gold)})
+    return {
+        "data": "XSTest labelled completions (human final_label; compliance = positive class)",
+        "judge": name,
+        "per_model": per_model,
+        "rows": rows,
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+
+
+def agreement_markdown(result: dict[str, Any]) -> str:
+    name = result["judge"]
+    lines = ["| model | n | parsed | acc | F1 | κ |", "|---|---|---|---|---|---|"]
+    for row in result["rows"]:
+        a = row[name]
+        cells = [f"{a[m]:.3f}" if a[m] is not None else "-" for m in ("accuracy", "f1", "kappa")]
+        lines.append(f"| {row['held_out']} | {row['n']} | {a['n']} | " + " | ".join(cells) + " |")
+    lines += ["", f"Judge `{name}`; wall time {result['seconds']:.0f} s.", ""]
+    return "\n".join(lines)
+
+
 def write_validation(result: dict[str, Any], out_dir: str | Path) -> tuple[Path, Path]:
     out_dir = Path(out_dir)
     write_json(out_dir / "agreement.json", result)

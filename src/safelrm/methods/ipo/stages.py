@@ -638,16 +638,20 @@ def run_eval_ablations(ctx: StageContext) -> dict[str, Any]:
 
 
 def run_report(ctx: StageContext) -> dict[str, Any]:
+    from safelrm.eval.paired import load_rows
     from safelrm.eval.runner import compare, load_results
 
     recipe = _recipe(ctx)
     results = {"base": load_results(ctx.path("eval_base", "results.json"))}
     results["ipo"] = load_results(ctx.path("eval_ipo", "results.json"))
+    folders = {"base": ctx.run_dir / "eval_base", "ipo": ctx.run_dir / "eval_ipo"}
     for name in ("dpo_full", "sft"):
         p = ctx.run_dir / "eval_ablations" / name / "results.json"
         if p.exists():
             results[f"ipo-{name}"] = load_results(p)
-    paths = compare(results, ctx.dir, title=f"IPO on {recipe.model}")
+            folders[f"ipo-{name}"] = p.parent
+    rows = {label: load_rows(folder) or [] for label, folder in folders.items()}
+    paths = compare(results, ctx.dir, title=f"IPO on {recipe.model}", rows_by_label=rows)
     data = {s: ctx.summary(s) for s in ("rollouts", "intervene", "overrefusal", "pairs", "train")}
     write_json(ctx.dir / "ipo_data.json", data)
     report = ctx.dir / "report.md"

@@ -22,19 +22,52 @@ def _pct(x: Any) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}%"
 
 
+def _paired_lines(paired: list[dict[str, Any]]) -> list[str]:
+    """PreSafe minus base on the same prompts, per CoT setting: pooled groups and math."""
+    from safelrm.eval.report import METRIC_TITLES, fmt_paired
+
+    kept = [c for c in paired if c["benchmark"].startswith("ALL ") or not c["judge"]]
+    if not kept:
+        return []
+    cols = list(dict.fromkeys((c["a"], c["b"]) for c in kept))
+    keys = list(dict.fromkeys((c["benchmark"], c["metric"], c["judge"]) for c in kept))
+    found = {(c["benchmark"], c["metric"], c["judge"], c["a"], c["b"]): c for c in kept}
+    lines = [
+        "",
+        "## PreSafe - base on the same prompts (paired)",
+        "",
+        "Difference in points with a paired bootstrap 95% CI and the exact McNemar p-value "
+        "(pairs = prompts where both verdicts were readable).",
+        "",
+        "| metric | " + " | ".join(f"{b} - {a}" for a, b in cols) + " |",
+        "|---|" + "---|" * len(cols),
+    ]
+    for bench, metric, judge in keys:
+        cells = []
+        for a, b in cols:
+            c = found.get((bench, metric, judge, a, b))
+            cells.append("n/a" if c is None else f"{fmt_paired(c)} (pairs={c['n_pairs']})")
+        name = f"{bench} / {METRIC_TITLES[metric]}" + (f" / {judge}" if judge else "")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def write_presafe_report(
     out_dir: Path,
     recipe: Any,
     table: dict[str, dict[str, Any]],
     stages: dict[str, dict[str, Any]],
     seconds: dict[str, Any],
+    paired: list[dict[str, Any]] | None = None,
 ) -> Path:
+    """``paired``: rows of ``safelrm.eval.paired.paired_table`` for PreSafe against base with
+    the same CoT setting."""
     metrics = sorted({k for col in table.values() for k in col if k != "tokens_per_second"})
     lines = [
         f"# PreSafe on `{recipe.model}`",
         "",
         f"Suite `{recipe.eval.suite}` (limit {recipe.eval.limit}), judges "
-        f"{', '.join(recipe.eval.judges)}. Rates with 95% bootstrap CIs; ASR = answers judged "
+        f"{', '.join(recipe.eval.judges)}. Rates with Wilson 95% CIs; ASR = answers judged "
         "compliant on harmful/jailbreak prompts; over-refusal on benign prompts.",
         "",
         "| metric | " + " | ".join(COLUMNS) + " |",
@@ -49,6 +82,7 @@ def write_presafe_report(
         + " | ".join(str(table.get(c, {}).get("tokens_per_second")) for c in COLUMNS)
         + " |"
     )
+    lines += _paired_lines(paired or [])
     t = stages.get("teacher", {})
     tr = t.get("teacher_refusals", {})
     c = stages.get("classifier", {})

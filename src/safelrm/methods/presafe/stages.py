@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from safelrm.data import PromptRecord
-from safelrm.io import read_jsonl, write_json, write_jsonl
+from safelrm.io import read_json, read_jsonl, write_json, write_jsonl
 from safelrm.methods.presafe.config import PreSafeRecipe
 from safelrm.pipeline import StageContext
 from safelrm.store import RecordStore
@@ -343,15 +343,26 @@ def run_norms(ctx: StageContext) -> dict[str, Any]:
 
 
 def run_report(ctx: StageContext) -> dict[str, Any]:
+    from safelrm.eval.paired import load_rows
     from safelrm.eval.runner import compare, load_results
     from safelrm.methods.presafe.report import write_presafe_report
 
-    results = {
-        f"{name} CoT {cot}": load_results(ctx.path(stage, f"cot-{cot}/results.json"))
+    folders = {
+        f"{name} CoT {cot}": ctx.path(stage, f"cot-{cot}")
         for name, stage in (("base", "eval_base"), ("PreSafe", "eval_presafe"))
         for cot in ("on", "off")
     }
-    compare(results, ctx.dir, title=f"PreSafe on {ctx.recipe.model}: base vs PreSafe, CoT on/off")
+    results = {label: load_results(folder) for label, folder in folders.items()}
+    rows = {label: load_rows(folder) or [] for label, folder in folders.items()}
+    pairs = [(f"base CoT {cot}", f"PreSafe CoT {cot}") for cot in ("on", "off")]
+    paths = compare(
+        results,
+        ctx.dir,
+        title=f"PreSafe on {ctx.recipe.model}: base vs PreSafe, CoT on/off",
+        rows_by_label=rows,
+        pairs=pairs,
+    )
+    paired = read_json(paths["paired"]) if "paired" in paths else []
     summaries = {
         s: ctx.summary(s)
         for s in ("teacher", "classifier", "responses", "train", "norms")
@@ -361,11 +372,9 @@ def run_report(ctx: StageContext) -> dict[str, Any]:
     for stage in ctx.method.stages:
         state_path = ctx.run_dir / stage.name / "stage.json"
         if state_path.is_file() and stage.name != "report":
-            from safelrm.io import read_json
-
             times[stage.name] = read_json(state_path).get("seconds")
     table = {label: headline(res, ctx.recipe.eval.judges) for label, res in results.items()}
-    path = write_presafe_report(ctx.dir, ctx.recipe, table, summaries, times)
+    path = write_presafe_report(ctx.dir, ctx.recipe, table, summaries, times, paired)
     write_json(
         ctx.dir / "presafe_summary.json", {"headline": table, "stages": summaries, "seconds": times}
     )
