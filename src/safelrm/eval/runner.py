@@ -159,6 +159,7 @@ def build_requests(
             max_new_tokens=g.max_new_tokens,
             max_reasoning_tokens=g.max_reasoning_tokens,
             seed=g.seed,
+            stop_repeats=g.stop_repeats,
         )
         for r in records:
             messages = r.chat()
