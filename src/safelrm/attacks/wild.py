@@ -6,8 +6,9 @@ templates in two steps:
 
 1. a template is in ``eval`` when the SHA-256 of its normalised text falls below ``EVAL_SHARE``
    (deterministic; independent of order, seed and which other templates exist);
-2. a template hashed to ``train`` is dropped when it is a near copy (word-set Jaccard >=
-   ``NEAR_JACCARD``) of any eval template, so no variant of an eval template is trained on.
+2. a template hashed to ``train`` is dropped when it is a near copy of any eval template (Jaccard
+   >= ``NEAR_JACCARD`` on word sets or on word-trigram sets), so no variant of an eval template
+   is trained on.
 
 :func:`split_overlap` re-checks the result with the project's overlap machinery (exact and near
 duplicates, ``data/overlap.py``); the ``prompts`` stage records it, tests assert it is empty.
@@ -23,12 +24,13 @@ from functools import cache
 from typing import Literal
 
 from safelrm.attacks.registry import Wrapped, register_attack
-from safelrm.data.overlap import OverlapReport, find_overlaps, normalize
+from safelrm.data.overlap import OverlapPair, find_overlaps, normalize
 from safelrm.data.records import PromptRecord
 from safelrm.errors import SafelrmError
 
 EVAL_SHARE = 0.3
 NEAR_JACCARD = 0.5
+NGRAMS = (1, 3)
 PLACEHOLDER = "[INSERT PROMPT HERE]"
 CUT_MARK = "\n[...]\n"
 SOURCES = ("gptfuzz_templates", "jailbreak_prompts_in_the_wild")
@@ -64,15 +66,21 @@ def split_templates(
     pool = template_pool()
     evals = [r for r in pool if hashed_split(r.text, eval_share) == "eval"]
     hashed_train = [r for r in pool if hashed_split(r.text, eval_share) == "train"]
-    near = find_overlaps(hashed_train, {"eval": evals}, jaccard=jaccard).overlapping_train_ids()
+    near: set[str] = set()
+    for n in NGRAMS:
+        report = find_overlaps(hashed_train, {"eval": evals}, jaccard=jaccard, ngram=n)
+        near |= report.overlapping_train_ids()
     train = [r for r in hashed_train if r.id not in near]
     return {"train": tuple(train), "eval": tuple(evals)}
 
 
-def split_overlap(jaccard: float = NEAR_JACCARD) -> OverlapReport:
+def split_overlap(
+    jaccard: float = NEAR_JACCARD, ngrams: tuple[int, ...] = NGRAMS
+) -> list[OverlapPair]:
     """Exact and near duplicates between the train and eval templates (empty when disjoint)."""
     parts = split_templates()
-    return find_overlaps(list(parts["train"]), {"eval": list(parts["eval"])}, jaccard=jaccard)
+    train, evals = list(parts["train"]), {"eval": list(parts["eval"])}
+    return [p for n in ngrams for p in find_overlaps(train, evals, jaccard=jaccard, ngram=n).pairs]
 
 
 def cut_middle(text: str, max_chars: int) -> str:

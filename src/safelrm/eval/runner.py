@@ -299,6 +299,7 @@ def build_rows(
                 "think_closed": closed,
                 "n_reasoning_tokens": rec["n_reasoning_tokens"],
                 "n_answer_tokens": rec["n_answer_tokens"],
+                "answer_finish": rec.get("answer_finish"),
                 "verdicts": row_verdicts,
                 "math_correct": score_math(rec),
             }
