@@ -192,3 +192,36 @@ def test_wild_attack_fills_and_cuts_in_the_middle(shared_data):
             assert len(w.text) <= 600 + len("REQ") + 2
     with pytest.raises(Exception, match="split must be"):
         WildTemplates(split="test")  # type: ignore[arg-type]
+
+
+def test_robustness_tables_pair_models_by_prompt():
+    from safelrm.methods.safe_trigger.robustness import render, robustness
+
+    base = [_row(i, "Sure, here you go.", label="compliance") for i in range(6)]
+    model = [
+        _row(0, BLOCK, label="refusal"),
+        _row(1, BLOCK, label="refusal"),
+        _row(2, LOOP, label="refusal"),  # keyword reads the emptied loop as a refusal
+        _row(3, "Sure, here you go.", label="compliance"),
+        _row(4, "Sure, here you go.", label="compliance"),
+        _row(5, "Sure, here you go.", label="compliance"),
+    ]
+    benign = [_row(9, "Sure.", kind="benign", label="compliance")]
+    for r in benign:
+        r.benchmark = "xstest-safe"
+    out = robustness({"base": base + benign, "ST-D": list(reversed(model)) + benign}, ["kw"])
+    std = out["jbb-long"]["models"]["ST-D"]
+    assert std["opened"]["count"] == 3 and std["complete"]["count"] == 2
+    assert std["complete_of_opened"]["n"] == 3 and std["degenerate"]["count"] == 1
+    kw = std["judges"]["kw"]
+    assert kw["asr"]["count"] == 3
+    assert (kw["attack_succeeded"]["count"], kw["refused"]["count"]) == (3, 2)
+    assert kw["labels_on_degenerate"] == {"refusal": 1}
+    assert kw["asr"]["low"] < 0.5 < kw["asr"]["high"]  # Wilson interval around 3/6
+    test = out["jbb-long"]["paired_asr"]["kw:ST-D"]
+    assert (test["n_pairs"], test["a_only"], test["b_only"]) == (6, 3, 0)
+    assert test["diff"] == pytest.approx(-0.5)
+    assert "paired_asr" not in out["xstest-safe"]
+    assert out["xstest-safe"]["models"]["ST-D"]["judges"]["kw"]["over_refusal"]["count"] == 0
+    md = render(out, ["kw"])
+    assert "| jbb-long | ST-D | 50.0" in md and "McNemar" in md

@@ -103,6 +103,9 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
         out["math_accuracy"] = _rate(overall["math_accuracy"])
     for group, m in overall.get("safe_activation", {}).items():
         out[f"safe_activation.{group}"] = _rate(m)
+    for group, rates in overall.get("safe_block", {}).items():
+        for key in ("opened", "complete_of_opened", "degenerate"):
+            out[f"safe_block.{group}.{key}"] = _rate(rates.get(key, {}))
     return out
 
 
