@@ -17,10 +17,10 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from safelrm.data.records import Kind
-from safelrm.eval.degeneration import block_state
+from safelrm.eval.degeneration import SAFE_OPEN, block_state
 
 HARMFUL_KINDS = ("harmful", "jailbreak")
-SAFE_TAG = "<safe>"
+SAFE_TAG = SAFE_OPEN
 LABELS = ("safe", "unsafe", "refusal", "compliance", "unparsed")
 
 # Bootstrap resamples are drawn in blocks so memory stays bounded for large n.

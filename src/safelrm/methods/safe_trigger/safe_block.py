@@ -162,7 +162,3 @@ def final_answer(text: str) -> str:
     if start >= 0 and end > start:
         return (text[:start] + text[end + len(SAFE_CLOSE) :]).strip()
     return text.replace(SAFE_OPEN, "").replace(SAFE_CLOSE, "").strip()
-
-
-def has_block(text: str) -> bool:
-    return SAFE_OPEN in text
