@@ -34,7 +34,7 @@ def harmful(n=12):
 
 
 def test_registry_has_every_attack():
-    assert set(OWN) | {"gptfuzz", "itw", "pap", "mixed"} == set(list_attacks())
+    assert set(OWN) | {"gptfuzz", "itw", "pap", "mixed", "wild"} == set(list_attacks())
 
 
 @pytest.mark.parametrize("name", OWN + ["mixed"])

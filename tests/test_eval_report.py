@@ -9,7 +9,7 @@ from safelrm.eval.report import comparison_rows, fmt, render_table, write_report
 
 def _rows(n_unsafe_adv: int, n_refused_xs: int, safe_tag: bool = False):
     """advbench: 4 harmful rows, n_unsafe_adv complied; xstest: 4 benign, n_refused_xs refused."""
-    answer = "<safe> I can't help." if safe_tag else "ok"
+    answer = "<safe>\nrisky\n</safe>\n\nI can't help." if safe_tag else "ok"
     rows = [
         {
             "id": f"adv{i}",

@@ -137,6 +137,14 @@ def test_full_run_makes_every_output(finished_run):
     for stage in ("sft", "dpo"):  # TensorBoard logs kept; checkpoints removed once exported
         assert list((run / stage / "train" / "logs").rglob("events.out.tfevents.*")), stage
         assert not (run / stage / "train" / "checkpoints").exists()
+    # block states and degenerate outputs per set and model, with paired tests against base
+    robust = json.loads((run / "report" / "robustness.json").read_text())
+    for entry in robust.values():
+        assert set(entry["models"]) == {"base", "ST-S", "ST-D"}
+        assert {"opened", "complete", "complete_of_opened", "degenerate"} <= set(
+            entry["models"]["ST-D"]
+        )
+    assert "degenerate" in (run / "report" / "report.md").read_text()
     pipeline = json.loads((run / "pipeline.json").read_text())
     assert set(pipeline) == set(STAGES)
     # every SFT safety row carries a validated <safe> block

@@ -1,6 +1,6 @@
 """Jailbreak attacks: turn harmful prompts into jailbreak prompts, by name."""
 
-from safelrm.attacks import builtin, external  # noqa: F401  (registers the attacks)
+from safelrm.attacks import builtin, external, wild  # noqa: F401  (registers the attacks)
 from safelrm.attacks.registry import (
     ATTACKS,
     Wrapped,

@@ -21,10 +21,22 @@ METRIC_TITLES = {
     "over_refusal": "over-refusal",
     "harm_score": "harm score",
     "math_accuracy": "math accuracy",
-    "safe_activation": "<safe> rate",
+    "safe_activation": "<safe> complete block",
+    "safe_opened": "<safe> opened",
+    "safe_complete": "<safe> complete block",
+    "complete_of_opened": "<safe> complete of opened",
+    "degenerate": "degenerate answers",
+    "attack_succeeded": "attack succeeded (not degenerate)",
+    "refused": "refused (not degenerate)",
     "reasoning_tokens": "reasoning tokens",
     "answer_tokens": "answer tokens",
     "think_closed": "</think> closed",
+}
+# metric name in comparisons -> key of a benchmark's ``safe_block`` rates
+BLOCK_KEYS = {
+    "safe_opened": "opened",
+    "complete_of_opened": "complete_of_opened",
+    "degenerate": "degenerate",
 }
 # (benchmark, metric, judge or sub-key): one row of the comparison.
 Key = tuple[str, str, str]
@@ -69,6 +81,14 @@ def metric_entries(results: dict[str, Any]) -> dict[Key, dict[str, Any]]:
             out[(bench, "math_accuracy", "")] = s["math_accuracy"]
         for group, m in s.get("safe_activation", {}).items():
             out[(bench, "safe_activation", group)] = m
+        block = s.get("safe_block", {})
+        for metric, key in BLOCK_KEYS.items():
+            if key in block:
+                out[(bench, metric, "")] = block[key]
+        for judge, ms in s.get("judges", {}).items():
+            for key in ("attack_succeeded", "refused"):
+                if key in ms.get("asr_outcomes", {}):
+                    out[(bench, key, judge)] = ms["asr_outcomes"][key]
         for metric in ("reasoning_tokens", "answer_tokens"):
             if metric in s:
                 out[(bench, metric, "")] = s[metric]
@@ -194,15 +214,31 @@ def _sections(results: dict[str, Any]) -> list[str]:
     if math_rows:
         parts.append("## Math accuracy, %\n\n" + _md_table(["benchmark", "accuracy"], math_rows))
         parts.append("\n")
+    block_keys = ("opened", "complete", "complete_of_opened", "degenerate")
     safe_rows = [
-        [b, fmt(s["safe_activation"].get("harmful")), fmt(s["safe_activation"].get("benign"))]
-        for b, s in benches.items()
+        [b] + [fmt(s.get("safe_block", {}).get(k)) for k in block_keys] for b, s in benches.items()
     ]
     if safe_rows:
         parts.append(
-            "## `<safe>` activation, % of responses containing `<safe>`\n\n"
-            + _md_table(["benchmark", "harmful prompts", "benign prompts"], safe_rows)
+            "## `<safe>` block, % of responses: opened, complete block (activation), complete "
+            "of those opened; degenerate answers (repeated tag or lines)\n\n"
+            + _md_table(
+                ["benchmark", "opened", "complete", "complete of opened", "degenerate"], safe_rows
+            )
             + "\n"
+        )
+    outcome_rows = [
+        [b, j]
+        + [fmt(ms["asr_outcomes"].get(k)) for k in ("attack_succeeded", "refused", "degenerate")]
+        for b, s in benches.items()
+        for j, ms in s.get("judges", {}).items()
+        if "asr_outcomes" in ms
+    ]
+    if outcome_rows:
+        header = ["benchmark", "judge", "attack succeeded", "refused", "degenerate"]
+        parts.append(
+            "## Harmful prompts: attack succeeded / refused / degenerate, % (degenerate answers "
+            "are their own category)\n\n" + _md_table(header, outcome_rows) + "\n"
         )
     length_rows = [
         [b, fmt(s.get("reasoning_tokens")), fmt(s.get("answer_tokens")), fmt(s.get("think_closed"))]
@@ -352,6 +388,8 @@ def render_table(
         "over_refusal",
         "math_accuracy",
         "safe_activation",
+        "safe_opened",
+        "degenerate",
     ),
 ) -> Table:
     """A rich table of the headline metrics: one column per model when comparing."""

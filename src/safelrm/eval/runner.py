@@ -159,6 +159,7 @@ def build_requests(
             max_new_tokens=g.max_new_tokens,
             max_reasoning_tokens=g.max_reasoning_tokens,
             seed=g.seed,
+            stop_repeats=g.stop_repeats,
         )
         for r in records:
             messages = r.chat()
@@ -302,6 +303,7 @@ def build_rows(
                 "think_closed": closed,
                 "n_reasoning_tokens": rec["n_reasoning_tokens"],
                 "n_answer_tokens": rec["n_answer_tokens"],
+                "answer_finish": rec.get("answer_finish"),
                 "verdicts": row_verdicts,
                 "math_correct": score_math(rec),
             }

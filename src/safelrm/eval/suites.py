@@ -26,6 +26,9 @@ class GenerationSettings(StrictModel):
     temperature: float = Field(0.0, ge=0.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     seed: int = 0
+    stop_repeats: dict[str, int] = Field(
+        default_factory=dict, description="end a row once a string appeared N times"
+    )
 
 
 class GenerationOverrides(StrictModel):

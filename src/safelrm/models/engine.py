@@ -9,6 +9,7 @@ reasoning, or reasoning plus ``</think>`` and the start of an answer.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib
 import time
@@ -31,6 +32,11 @@ class SamplingParams(StrictModel):
     n: int = Field(1, ge=1)
     seed: int = 0
     stop: list[str] = Field(default_factory=list)
+    stop_repeats: dict[str, int] = Field(
+        default_factory=dict,
+        description="stop a row once a string has appeared this many times in the generated "
+        "text (finish 'repeated_tag'), e.g. {'<safe>': 3} against tag loops",
+    )
 
 
 class GenerationRequest(StrictModel):
@@ -85,12 +91,14 @@ class Completion:
     top_p: float
     seed: int
     stop: list[str]
+    stop_repeats: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 @dataclass
 class CompletionResult:
     text: str
-    finish: str  # "stop" (a stop string), "eos" (end of turn), "length" (budget)
+    # "stop" (a stop string), "eos" (end of turn), "length" (budget), "repeated_tag"
+    finish: str
     n_prompt_tokens: int
     n_new_tokens: int
     seconds: float
@@ -133,6 +141,29 @@ def get_backend_factory(name: str) -> Callable[..., Backend]:
     if name not in _BACKENDS:
         raise SafelrmError(f"unknown backend '{name}' (known: {', '.join(list_backends())})")
     return _BACKENDS[name]
+
+
+def cut_repeats(text: str, limits: dict[str, int]) -> str | None:
+    """``text`` up to the end of the first string's ``n``-th occurrence, for the first string of
+    ``limits`` to reach its count; None when none does. Backends may stop such rows early; the
+    engine cuts every backend's text here, so the result does not depend on the backend."""
+    ends = []
+    for tag, n in limits.items():
+        pos = -1
+        for _ in range(n):
+            pos = text.find(tag, pos + 1)
+            if pos < 0:
+                break
+        if pos >= 0:
+            ends.append(pos + len(tag))
+    return text[: min(ends)] if ends else None
+
+
+def _guard(job: Completion, res: CompletionResult) -> CompletionResult:
+    cut = cut_repeats(res.text, job.stop_repeats) if job.stop_repeats else None
+    if cut is None:
+        return res
+    return dataclasses.replace(res, text=cut, finish="repeated_tag")
 
 
 def row_seed(seed: int, key: str, phase: int) -> int:
@@ -254,9 +285,12 @@ class Engine:
                     top_p=p.top_p,
                     seed=row_seed(p.seed, r.key, 0),
                     stop=[fam.think_close],
+                    stop_repeats=dict(p.stop_repeats),
                 )
             )
-        for r, res in zip(thinking, self.backend.complete(jobs, bar.reasoning_step), strict=True):
+        results = self.backend.complete(jobs, bar.reasoning_step)
+        for r, job, res in zip(thinking, jobs, results, strict=True):
+            res = _guard(job, res)
             text = res.text
             r.think_closed = res.finish == "stop" and fam.think_close in text
             text = text.split(fam.think_close)[0] if r.think_closed else text
@@ -276,10 +310,13 @@ class Engine:
                     top_p=p.top_p,
                     seed=row_seed(p.seed, r.key, 1),
                     stop=list(p.stop),
+                    stop_repeats=dict(p.stop_repeats),
                 )
             )
         records = []
-        for r, res in zip(rows, self.backend.complete(jobs, bar.answer_step), strict=True):
+        results = self.backend.complete(jobs, bar.answer_step)
+        for r, job, res in zip(rows, jobs, results, strict=True):
+            res = _guard(job, res)
             p = self._params(r.request)
             records.append(
                 Record(

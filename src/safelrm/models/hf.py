@@ -15,9 +15,14 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList
+from transformers import (
+    LogitsProcessor,
+    LogitsProcessorList,
+    StoppingCriteria,
+    StoppingCriteriaList,
+)
 
-from safelrm.models.engine import Completion, CompletionResult, register_backend
+from safelrm.models.engine import Completion, CompletionResult, cut_repeats, register_backend
 from safelrm.models.loading import LoadedModel, load_model
 from safelrm.models.prefix_cache import Hit, PrefixCache, batch_layout, build_cache, row_entries
 from safelrm.models.prompt_ids import encode_prompt
@@ -52,6 +57,22 @@ class RowSampler(LogitsProcessor):
             u = torch.rand(row.shape, generator=gen).clamp_(1e-10, 1.0).to(row.device)
             scores[i] = row - torch.log(-torch.log(u))
         return scores
+
+
+class RepeatStop(StoppingCriteria):
+    """Ends a row once a ``stop_repeats`` string reached its count in the new text (the engine
+    cuts the text and records the finish reason; this only saves the compute)."""
+
+    def __init__(self, jobs: Sequence[Completion], tokenizer: Any, width: int) -> None:
+        self.jobs, self.tokenizer, self.width = jobs, tokenizer, width
+
+    def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.Tensor:
+        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        for i, job in enumerate(self.jobs):
+            if job.stop_repeats:
+                text = self.tokenizer.decode(input_ids[i, self.width :], skip_special_tokens=True)
+                done[i] = cut_repeats(text, job.stop_repeats) is not None
+        return done
 
 
 class HFBackend:
@@ -108,7 +129,12 @@ class HFBackend:
         mask = torch.tensor(mask_rows, device=self.device)
         stops = sorted({s for j in jobs for s in j.stop})
         max_new = max(j.max_new_tokens for j in jobs)
-        past = {"past_key_values": build_cache(self.model, hits, cached)} if cached else {}
+        extra: dict[str, Any] = {}
+        if cached:
+            extra["past_key_values"] = build_cache(self.model, hits, cached)
+        if any(j.stop_repeats for j in jobs):
+            guard = RepeatStop(jobs, self.tokenizer, input_ids.shape[1])
+            extra["stopping_criteria"] = StoppingCriteriaList([guard])
         out = self.model.generate(
             input_ids=input_ids,
             attention_mask=mask,
@@ -123,7 +149,7 @@ class HFBackend:
             stop_strings=stops or None,
             tokenizer=self.tokenizer if stops else None,
             return_dict_in_generate=True,
-            **past,
+            **extra,
         )
         width = input_ids.shape[1]
         new_rows = out.sequences[:, width:].tolist()

@@ -179,6 +179,7 @@ def build_mix(
             log(f"{role}: only {len(got[role])} prompts available (asked for {n})")
     counts["n"] = {role: len(v) for role, v in got.items()}
     counts["attacks"] = _attack_counts(jailbreak + dpo)
+    counts["templates"] = template_counts(jailbreak + dpo, log)
     return Mix(general, plain, jailbreak, dpo, dpo_general, counts)
 
 
@@ -188,6 +189,43 @@ def _attack_counts(records: list[PromptRecord]) -> dict[str, int]:
         name = r.meta.get("sub_attack") or r.meta.get("attack") or r.source
         out[name] = out.get(name, 0) + 1
     return dict(sorted(out.items()))
+
+
+def template_counts(records: list[PromptRecord], log: Callable[[str], None]) -> dict[str, Any]:
+    """Real jailbreak templates (attacks ``wild``, ``gptfuzz``, ``itw``) in the training prompts:
+    how many, how many cut in the middle to fit ``max_template_chars`` (logged), and the check
+    that none is an eval template of the split or a near copy of one
+    (``attacks.wild.split_overlap``); a training template from the eval split is warned about."""
+    from safelrm.attacks.wild import split_overlap, split_templates
+
+    wild = [r for r in records if r.meta.get("attack") in ("wild", "gptfuzz", "itw")]
+    if not wild:
+        return {}
+    used = {str(r.meta["template"]).split("~cut")[0] for r in wild}
+    cut = [r for r in wild if "~cut" in str(r.meta["template"])]
+    if cut:
+        longest = max(int(str(r.meta["template"]).split("~cut")[1]) for r in cut)
+        log(
+            f"jailbreak: {len(cut)} of {len(wild)} real templates cut in the middle (longest was "
+            f"{longest} chars)"
+        )
+    eval_ids = {t.id for t in split_templates()["eval"]}
+    overlap = split_overlap()
+    out = {
+        "prompts": len(wild),
+        "templates_used": len(used),
+        "cut_in_middle": len(cut),
+        "used_eval_templates": sorted(used & eval_ids),
+        "split_overlap_pairs": len(overlap),
+        "split_sizes": {k: len(v) for k, v in split_templates().items()},
+    }
+    if out["used_eval_templates"] or overlap:
+        log(
+            f"WARNING: training uses {len(out['used_eval_templates'])} templates of the eval "
+            "split (attack 'wild' with split: eval, or gptfuzz/itw on all templates): results on "
+            "the held-out long-template set (suite st-long) are then not held out"
+        )
+    return out
 
 
 def check_disjoint(mix: Mix) -> None:

@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from safelrm.io import write_json, write_jsonl
+from safelrm.io import write_atomic, write_json, write_jsonl
 from safelrm.methods.safe_trigger.safe_block import final_answer
 from safelrm.store import RecordStore
 
@@ -103,6 +103,9 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
         out["math_accuracy"] = _rate(overall["math_accuracy"])
     for group, m in overall.get("safe_activation", {}).items():
         out[f"safe_activation.{group}"] = _rate(m)
+    for group, rates in overall.get("safe_block", {}).items():
+        for key in ("opened", "complete_of_opened", "degenerate"):
+            out[f"safe_block.{group}.{key}"] = _rate(rates.get(key, {}))
     return out
 
 
@@ -140,7 +143,40 @@ def report(ctx: Any) -> dict[str, Any]:
         f.writelines(f"- {line}\n" for line in verdict["lines"])
     for line in verdict["lines"]:
         ctx.log(line)
+    robust = robustness_report(ctx)
+    verdict["robustness"] = {k: _robust_headline(v) for k, v in robust.items()}
     return verdict
+
+
+def robustness_report(ctx: Any) -> dict[str, Any]:
+    """``robustness.json`` / ``robustness.md`` (block states, degenerate outputs beside ASR,
+    paired tests against base; ``robustness.py``), appended to ``report.md`` and printed."""
+    from rich.console import Console
+    from rich.markdown import Markdown
+
+    from safelrm.methods.safe_trigger.robustness import load_rows, render, robustness
+
+    judges = ctx.recipe.eval.judges
+    rows = {label: load_rows(ctx.path(stage, "rows.jsonl")) for label, stage in EVAL_STAGES}
+    result = robustness(rows, judges)
+    write_json(ctx.dir / "robustness.json", result)
+    text = render(result, judges)
+    write_atomic(ctx.dir / "robustness.md", text)
+    report_md = ctx.dir / "report.md"
+    write_atomic(report_md, report_md.read_text() + "\n" + text)
+    Console().print(Markdown(text))
+    return result
+
+
+def _robust_headline(entry: dict[str, Any]) -> dict[str, str]:
+    out = {}
+    for label, s in entry["models"].items():
+        out[label] = (
+            f"opened {_rate(s['opened'])}, complete {_rate(s['complete'])}, "
+            f"complete of opened {_rate(s['complete_of_opened'])}, "
+            f"degenerate {_rate(s['degenerate'])}"
+        )
+    return out
 
 
 def _pooled(results: dict[str, Any], group: str, judge: str, key: str) -> dict[str, Any] | None:

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from safelrm.data import PromptRecord
+from safelrm.eval.degeneration import is_degenerate
 from safelrm.io import write_jsonl
 from safelrm.judges import JudgeItem, get_judge
 from safelrm.methods.safe_trigger.generation import conversation_text, generate
@@ -28,7 +29,12 @@ from safelrm.methods.safe_trigger.reward import (
     informative,
     reward,
 )
-from safelrm.methods.safe_trigger.safe_block import SAFE_OPEN, check_block, final_answer
+from safelrm.methods.safe_trigger.safe_block import (
+    SAFE_OPEN,
+    TAG_GUARD,
+    check_block,
+    final_answer,
+)
 from safelrm.methods.safe_trigger.templates import (
     load_pass2_template,
     load_text_template,
@@ -105,6 +111,7 @@ def build(
         max_new_tokens=s.max_new_tokens,
         n=s.samples,
         seed=r.seed,
+        stop_repeats=TAG_GUARD,
     )
     everything = [*queries, *general]
     requests = [
@@ -120,13 +127,18 @@ def build(
         check_block(rec.answer, labels, template.instruction, r.pass2.min_part_words)
         for rec in recs
     ]
+    # A degenerate loop is not a safe answer, whatever a judge reads in it (README, judges).
     f_safe = [
-        v["label"] == "safe"
-        for v in AnswerJudges(r.data_judges).judge(
-            [
-                JudgeItem(prompt=q.text, goal=q.goal, answer=final_answer(rec.answer))
-                for q, rec in ((by_id[rec.id], rec) for rec in recs)
-            ]
+        v["label"] == "safe" and not is_degenerate(rec.answer)
+        for rec, v in zip(
+            recs,
+            AnswerJudges(r.data_judges).judge(
+                [
+                    JudgeItem(prompt=q.text, goal=q.goal, answer=final_answer(rec.answer))
+                    for q, rec in ((by_id[rec.id], rec) for rec in recs)
+                ]
+            ),
+            strict=True,
         )
     ]
     keys = [rec.key for rec in recs]

@@ -20,8 +20,10 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-SAFE_OPEN = "<safe>"
-SAFE_CLOSE = "</safe>"
+from safelrm.eval.degeneration import SAFE_CLOSE, SAFE_OPEN, TAG_REPEATS, is_degenerate
+
+# Generation guard: a row that writes <safe> this many times is stopped (finish "repeated_tag").
+TAG_GUARD = {SAFE_OPEN: TAG_REPEATS}
 _SPACE = re.compile(r"\s+")
 
 
@@ -89,6 +91,8 @@ def check_block(
         problems.append("answer copies the instruction")
     if not answer:
         problems.append("no answer after </safe>")
+    if is_degenerate(text):
+        problems.append("degenerate (repeated tag or lines)")
     return BlockCheck(not problems, problems, block, parts, answer)
 
 
@@ -158,7 +162,3 @@ def final_answer(text: str) -> str:
     if start >= 0 and end > start:
         return (text[:start] + text[end + len(SAFE_CLOSE) :]).strip()
     return text.replace(SAFE_OPEN, "").replace(SAFE_CLOSE, "").strip()
-
-
-def has_block(text: str) -> bool:
-    return SAFE_OPEN in text
