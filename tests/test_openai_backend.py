@@ -49,6 +49,13 @@ class Server(BaseHTTPRequestHandler):
             Server.ok_left -= 1
         if mode == "500":
             return self._send(500, {"error": {"message": "engine crashed"}})
+        if mode == "429_once":
+            Server.mode = "ok"
+            self.send_response(429)
+            self.send_header("Retry-After", "0")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         if mode == "404" or body.get("model") != "served-model":
             msg = f"The model `{body.get('model')}` does not exist."
             return self._send(404, {"error": {"message": msg, "type": "NotFoundError"}})
@@ -133,6 +140,14 @@ def test_server_errors_are_one_line(server, tiny_model_dir, mode, message, monke
         engine.generate([req], progress=False)
     text = str(err.value)
     assert message in text and server in text and "\n" not in text and SECRET not in text
+
+
+def test_rate_limit_is_retried(server, tiny_model_dir):
+    engine = _engine(server, tiny_model_dir, retries=2)
+    Server.mode = "429_once"
+    req = GenerationRequest(id="a", messages=[{"role": "user", "content": "hi"}], cot=False)
+    assert engine.generate([req], progress=False)[0].answer_finish == "length"
+    assert len(Server.seen) == 2  # the 429, then the retry
 
 
 def test_wrong_model_and_server_down_fail_before_generating(server, tiny_model_dir):

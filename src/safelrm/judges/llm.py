@@ -168,8 +168,8 @@ class ChatBackend:
 
 
 class EngineBackend:
-    """A model through the generation engine on any backend by name (``hf``, ``vllm``,
-    ``openai``): chain of thought off, greedy."""
+    """A model through the generation engine on a backend by name (``hf``, ``vllm``; options go
+    to the backend): chain of thought off, greedy."""
 
     def __init__(
         self,
