@@ -54,7 +54,7 @@ $(VLLM_STAMP): pyproject.toml $(VLLM_CONSTRAINTS)
 
 # The tests marked `vllm` (real vLLM engine and `vllm serve` on CPU, default model).
 test-vllm: install-vllm
-	$(VLLM_BIN)/python -m pytest -q -m vllm -p no:cacheprovider
+	$(VLLM_BIN)/python -m pytest -q -m vllm -p no:cacheprovider --durations=5
 
 demo: install
 	$(BIN)/safelrm run recipes/safe_trigger.yaml
