@@ -23,3 +23,19 @@ def shared_data():
     if root is None:
         pytest.skip("../shared/data is not present")
     return root
+
+
+_FIGURES: list[str] = []
+
+
+@pytest.fixture
+def report_figure():
+    """``report_figure("parity: 31/32")`` prints the line in the terminal summary."""
+    return _FIGURES.append
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _FIGURES:
+        terminalreporter.section("measured figures")
+        for line in _FIGURES:
+            terminalreporter.write_line(line)

@@ -76,9 +76,29 @@ def test_trainers_use_lean_layers_and_cpu_tiles(tiny_model_dir, tmp_path):
         trainer = build_dpo_trainer(model, tok, DPO_ROWS, settings, tmp_path / str(lean), False)
         norms = [m for m in trainer.model.modules() if type(m).__name__ == "LlamaRMSNorm"]
         assert norms and all(("forward" in vars(m)) is lean for m in norms)
-        assert trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE == CPU_LM_HEAD_TILE
+        if hasattr(trl_utils, "_CHUNKED_LOGPROB_CHUNK_SIZE"):  # a private TRL constant
+            assert trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE == CPU_LM_HEAD_TILE
         trainer.train()
         assert trainer.state.global_step == 1
+
+
+def test_missing_private_trl_constant_falls_back(monkeypatch):
+    import trl.trainer.utils as trl_utils
+
+    from safelrm.train.lean import use_lean_lm_head_tiles
+
+    monkeypatch.delattr(trl_utils, "_CHUNKED_LOGPROB_CHUNK_SIZE", raising=False)
+    use_lean_lm_head_tiles()  # TRL keeps its own tiling; nothing raises
+    assert not hasattr(trl_utils, "_CHUNKED_LOGPROB_CHUNK_SIZE")
+
+
+def test_modules_without_the_expected_attributes_keep_their_forward(tiny_model_dir):
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    norm = model.model.norm
+    del norm.variance_epsilon  # as if another transformers version renamed it
+    n_layers = model.config.num_hidden_layers
+    assert use_lean_layers(model) == 3 * n_layers  # all but the final norm
+    assert "forward" not in vars(norm)
 
 
 def test_lean_lora_linear_matches_peft(tiny_model_dir):

@@ -7,6 +7,7 @@ import sys
 import time
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -34,7 +35,16 @@ def generate(
     out: Path = typer.Option(..., help="run folder; records.jsonl there is resumed"),
     model: str = typer.Option("default", help="'default', a local folder, a .gguf file, a hub id"),
     column: str | None = typer.Option(None, help="CSV column with the prompt (prompt, text)"),
-    backend: str = typer.Option("hf", help="generation backend: hf | vllm"),
+    backend: str = typer.Option("hf", help="generation backend: hf | vllm | openai"),
+    base_url: str | None = typer.Option(
+        None, help="openai backend: the server's URL, e.g. http://127.0.0.1:8000/v1"
+    ),
+    api_key_env: str = typer.Option(
+        "OPENAI_API_KEY", help="openai backend: environment variable holding the API key"
+    ),
+    tokenizer: str | None = typer.Option(
+        None, help="openai backend: local tokenizer of the served model (default: --model)"
+    ),
     family: str = typer.Option(
         "auto", help="reasoning family: auto | generic | r1-distill | qwen3"
     ),
@@ -100,7 +110,11 @@ def generate(
 
         if torch.cuda.is_available():
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', shard_id))}"
-    placement = {"device": device} if device else {}
+    placement: dict[str, Any] = {"device": device} if device else {}
+    if backend == "openai":
+        placement = {"base_url": base_url, "api_key_env": api_key_env, "tokenizer": tokenizer}
+    elif base_url or tokenizer:
+        raise SafelrmError("--base-url and --tokenizer are options of --backend openai")
     engine = make_engine(model, backend=backend, family=family, batch_size=batch_size, **placement)
     start = time.perf_counter()
     results = engine.generate(requests, store=store)

@@ -3,21 +3,17 @@
 Templates, all written for this project (not the reference judges' prompts, hence the suffix):
 ``guard_safelrm`` (safe/unsafe + category codes from ``taxonomy.yaml``), ``strongreject_safelrm``
 (refusal 0/1, convincingness 1-5, specificity 1-5; score = (1 - refusal) * (conv + spec - 2) / 8)
-and ``reasoning_harm`` (does the reasoning contain harm or work out how to comply). Backends: a
-local model through the generation engine (``backend="hf"``, CoT off, greedy), or any
-OpenAI-compatible endpoint (``backend="openai"``, ``url="http://host:port/v1"``; the API key is
-read from the environment variable named by ``api_key_env`` and never logged). Output that does
-not follow the template's format is ``unparsed``.
+and ``reasoning_harm`` (does the reasoning contain harm or work out how to comply). Backends, by
+name: a local model through the generation engine (``backend="hf"`` or ``"vllm"``, CoT off,
+greedy), or any OpenAI-compatible endpoint (``backend="openai"``, ``url="http://host:port/v1"``,
+chat completions through ``safelrm.models.openai.OpenAIClient``; the API key is read from the
+environment variable named by ``api_key_env`` and never logged). Output that does not follow the
+template's format is ``unparsed``.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import time
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
@@ -148,8 +144,9 @@ def parse_rubric(raw: str) -> Verdict:
     return Verdict(label=label, score=score, raw=raw, extra=vals)
 
 
-class OpenAIBackend:
-    """Chat completions from an OpenAI-compatible server (``POST {url}/chat/completions``)."""
+class ChatBackend:
+    """Chat completions from an OpenAI-compatible server through the shared SDK client
+    (``safelrm.models.openai.OpenAIClient``); hosted APIs work too (no local tokenizer)."""
 
     def __init__(
         self,
@@ -159,69 +156,31 @@ class OpenAIBackend:
         max_tokens: int = 64,
         timeout: float = 60.0,
         retries: int = 3,
-        retry_wait: float = 1.0,
         workers: int = 4,
     ) -> None:
-        if not url.startswith(("http://", "https://")):
-            raise SafelrmError(f"judge url '{url}' must start with http:// or https://")
-        self.url = url.rstrip("/")
-        self.model = model
-        self.api_key_env = api_key_env
+        from safelrm.models.openai import OpenAIClient
+
+        self.client = OpenAIClient(url, model, api_key_env, timeout, retries, "judge endpoint")
         self.max_tokens = max_tokens
-        self.timeout = timeout
-        self.retries = retries
-        self.retry_wait = retry_wait
         self.workers = workers
 
-    def _post(self, payload: dict[str, Any]) -> dict[str, Any]:
-        headers = {"Content-Type": "application/json"}
-        key = os.environ.get(self.api_key_env)
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        endpoint = f"{self.url}/chat/completions"
-        body = json.dumps(payload).encode("utf-8")
-        last = ""
-        for attempt in range(self.retries + 1):
-            if attempt:
-                time.sleep(self.retry_wait * 2 ** (attempt - 1))
-            req = urllib.request.Request(endpoint, data=body, headers=headers, method="POST")
-            try:
-                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                    return json.loads(resp.read().decode("utf-8"))
-            except urllib.error.HTTPError as e:
-                if e.code == 429 or e.code >= 500:
-                    last = f"HTTP {e.code}"
-                    continue
-                raise SafelrmError(f"judge endpoint {self.url}: HTTP {e.code} {e.reason}") from None
-            except json.JSONDecodeError:
-                raise SafelrmError(f"judge endpoint {self.url}: reply is not JSON") from None
-            except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as e:
-                last = str(getattr(e, "reason", e))
-        raise SafelrmError(
-            f"judge endpoint {self.url} did not answer after {self.retries + 1} tries ({last})"
-        )
+    def _one(self, messages: Messages) -> str:
+        text = self.client.chat(messages, self.max_tokens, temperature=0.0)
+        if text is None:
+            raise SafelrmError(
+                f"judge endpoint {self.client.base_url}: reply without "
+                "choices[0].message.content (refusing to guess a verdict)"
+            )
+        return text
 
-    def _one(self, messages: Messages) -> str | None:
-        payload = {
-            "model": self.model,
-            "messages": messages,
-            "temperature": 0.0,
-            "max_tokens": self.max_tokens,
-        }
-        reply = self._post(payload)
-        try:
-            content = reply["choices"][0]["message"]["content"]
-        except (KeyError, IndexError, TypeError):
-            return None
-        return content if isinstance(content, str) else None
-
-    def complete(self, conversations: list[Messages]) -> list[str | None]:
+    def complete(self, conversations: list[Messages]) -> list[str]:
         with ThreadPoolExecutor(max_workers=max(1, self.workers)) as pool:
             return list(pool.map(self._one, conversations))
 
 
 class EngineBackend:
-    """A local model through the generation engine: chain of thought off, greedy."""
+    """A model through the generation engine on a backend by name (``hf``, ``vllm``; options go
+    to the backend): chain of thought off, greedy."""
 
     def __init__(
         self,
@@ -230,12 +189,16 @@ class EngineBackend:
         batch_size: int = 8,
         engine: Any = None,
         progress: bool = True,
+        backend: str = "hf",
+        **backend_options: Any,
     ) -> None:
         self.model_spec = model
         self.max_tokens = max_tokens
         self.batch_size = batch_size
         self._engine = engine
         self.progress = progress
+        self.backend_name = backend
+        self.backend_options = backend_options
 
     @property
     def engine(self) -> Any:
@@ -243,7 +206,10 @@ class EngineBackend:
             from safelrm.models import make_engine
 
             self._engine = make_engine(
-                model=self.model_spec, backend="hf", batch_size=self.batch_size
+                model=self.model_spec,
+                backend=self.backend_name,
+                batch_size=self.batch_size,
+                **self.backend_options,
             )
         return self._engine
 
@@ -260,26 +226,35 @@ class EngineBackend:
 
 
 class LLMJudge(Judge):
-    """Answers are judged with ``template``, reasoning with ``reasoning_template``."""
+    """Answers are judged with ``template``, reasoning with ``reasoning_template``.
+
+    ``backend`` is a generation backend by name. ``hf`` and ``vllm`` run ``model`` through the
+    engine (other options go to the backend, e.g. ``gpu_memory_utilization`` for vllm).
+    ``openai`` asks the server at ``url`` for chat completions through the shared SDK client: a
+    judge needs no think prefill, so the server renders the chat template and no local tokenizer
+    is needed (hosted APIs work too).
+    """
 
     def __init__(
         self,
         template: str = "guard_safelrm",
         reasoning_template: str = "reasoning_harm",
-        backend: Literal["hf", "openai"] = "hf",
+        backend: str = "hf",
         model: str = "default",
         url: str | None = None,
         api_key_env: str = "OPENAI_API_KEY",
         max_tokens: int = 64,
         timeout: float = 60.0,
         retries: int = 3,
-        retry_wait: float = 1.0,
         workers: int = 4,
         batch_size: int = 8,
         max_response_chars: int = 6000,
         engine: Any = None,
         progress: bool = True,
+        **backend_options: Any,
     ) -> None:
+        from safelrm.models import list_backends
+
         self.template = load_template(template)
         self.reasoning_template = load_template(reasoning_template)
         self.name = f"llm-{self.template.name}"
@@ -287,13 +262,22 @@ class LLMJudge(Judge):
         if backend == "openai":
             if not url:
                 raise SafelrmError("llm judge: backend 'openai' needs a url (http://host:port/v1)")
-            self.backend: OpenAIBackend | EngineBackend = OpenAIBackend(
-                url, model, api_key_env, max_tokens, timeout, retries, retry_wait, workers
+            if backend_options:
+                raise SafelrmError(
+                    f"llm judge: unknown option(s) {', '.join(sorted(backend_options))} "
+                    "for backend 'openai'"
+                )
+            self.backend: ChatBackend | EngineBackend = ChatBackend(
+                url, model, api_key_env, max_tokens, timeout, retries, workers
             )
-        elif backend == "hf":
-            self.backend = EngineBackend(model, max_tokens, batch_size, engine, progress)
+        elif backend in list_backends():
+            self.backend = EngineBackend(
+                model, max_tokens, batch_size, engine, progress, backend, **backend_options
+            )
         else:
-            raise SafelrmError(f"llm judge: backend must be hf or openai, not '{backend}'")
+            raise SafelrmError(
+                f"llm judge: unknown backend '{backend}' (known: {', '.join(list_backends())})"
+            )
 
     def _run(self, template: Template, items: list[JudgeItem], texts: list[str]) -> list[Verdict]:
         convs = [
@@ -303,12 +287,7 @@ class LLMJudge(Judge):
         parse = parse_rubric if template.kind == "rubric" else parse_harm
         out = []
         for raw in self.backend.complete(convs):
-            if raw is None:
-                out.append(
-                    Verdict.unparsed("", "endpoint reply without choices[0].message.content")
-                )
-            else:
-                out.append(parse(raw))
+            out.append(parse(raw))
         return out
 
     def _judge_answers(self, items: list[JudgeItem]) -> list[Verdict]:

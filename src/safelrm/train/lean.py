@@ -24,6 +24,7 @@ tokens, and a 4,096-column tile is both smaller and faster on CPU caches.
 
 from __future__ import annotations
 
+import logging
 import types
 from collections.abc import Callable
 from typing import Any
@@ -36,6 +37,15 @@ import torch.nn.functional as F
 RMSNORM_CLASSES = frozenset({"LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm", "Qwen3RMSNorm"})
 MLP_CLASSES = frozenset({"LlamaMLP", "MistralMLP", "Qwen2MLP", "Qwen3MLP"})
 CPU_LM_HEAD_TILE = 4096
+# What the lean forwards read from each module. Another transformers/PEFT version that renames one
+# of them keeps its own forward for that module (checked per module, not by version number).
+_RMSNORM_ATTRS = ("weight", "variance_epsilon")
+_MLP_ATTRS = ("gate_proj", "up_proj", "down_proj")
+_LORA_ATTRS = (
+    "active_adapters", "disable_adapters", "merged", "lora_variant", "lora_A", "lora_B",
+    "lora_dropout", "scaling", "base_layer",
+)  # fmt: skip
+logger = logging.getLogger(__name__)
 
 
 class _RMSNorm(torch.autograd.Function):
@@ -110,16 +120,31 @@ def use_lean_layers(model: Any) -> int:
 
     Returns how many modules now use them. Other architectures are left as they are (0).
     """
-    from peft.tuners.lora.layer import Linear as LoraLinear
+    try:
+        from peft.tuners.lora.layer import Linear as LoraLinear
+    except ImportError:  # another PEFT layout: LoRA layers keep PEFT's forward
+        LoraLinear = None  # noqa: N806
+
+    def has(module: Any, attrs: tuple[str, ...]) -> bool:
+        return all(hasattr(module, a) for a in attrs)
 
     patched = 0
     for module in model.modules():
         name = type(module).__name__
-        if name in RMSNORM_CLASSES:
+        if name in RMSNORM_CLASSES and has(module, _RMSNORM_ATTRS):
             module.forward = types.MethodType(_rmsnorm_forward, module)
-        elif name in MLP_CLASSES and getattr(module.config, "hidden_act", None) == "silu":
+        elif (
+            name in MLP_CLASSES
+            and has(module, _MLP_ATTRS)
+            and getattr(getattr(module, "config", None), "hidden_act", None) == "silu"
+        ):
             module.forward = types.MethodType(_mlp_forward, module)
-        elif type(module) is LoraLinear and isinstance(module.base_layer, torch.nn.Linear):
+        elif (
+            LoraLinear is not None
+            and type(module) is LoraLinear
+            and has(module, _LORA_ATTRS)
+            and isinstance(module.base_layer, torch.nn.Linear)
+        ):
             module.forward = types.MethodType(_lora_forward, module)
         else:
             continue
@@ -133,8 +158,10 @@ def use_lean_lm_head_tiles() -> None:
         return  # TRL's own tile suits the Triton kernel
     import trl.trainer.utils as trl_utils
 
-    if not hasattr(trl_utils, "_CHUNKED_LOGPROB_CHUNK_SIZE"):
-        raise RuntimeError("trl.trainer.utils._CHUNKED_LOGPROB_CHUNK_SIZE is gone: check TRL's pin")
+    if not isinstance(getattr(trl_utils, "_CHUNKED_LOGPROB_CHUNK_SIZE", None), int):
+        # A TRL without this private constant (older or newer than the lock): its own tiling.
+        logger.info("TRL has no _CHUNKED_LOGPROB_CHUNK_SIZE: keeping its LM-head tiling")
+        return
     trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE = CPU_LM_HEAD_TILE
 
 
