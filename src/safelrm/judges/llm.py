@@ -255,7 +255,7 @@ class LLMJudge(Judge):
         self,
         template: str = "guard",
         reasoning_template: str = "reasoning_harm",
-        backend: Literal["hf", "openai"] = "hf",
+        backend: Literal["hf", "openai"] | None = None,
         model: str = "default",
         url: str | None = None,
         api_key_env: str = "OPENAI_API_KEY",
@@ -273,6 +273,13 @@ class LLMJudge(Judge):
         self.reasoning_template = load_template(reasoning_template)
         self.name = f"llm-{self.template.name}"
         self.max_response_chars = max_response_chars
+        # one rule for every caller: a url means the endpoint, unless a backend says otherwise
+        backend = backend or ("openai" if url else "hf")
+        if backend == "hf" and url:
+            raise SafelrmError(
+                f"llm judge: url '{url}' given with backend 'hf' (a local model); "
+                "drop the url or use backend 'openai'"
+            )
         if backend == "openai":
             if not url:
                 raise SafelrmError("llm judge: backend 'openai' needs a url (http://host:port/v1)")
