@@ -136,6 +136,24 @@ def test_unknown_training_set_and_attack_in_a_recipe(monkeypatch, capsys, tmp_pa
     assert not (tmp_path / "run").exists()
 
 
+def test_every_shipped_recipe_passes_the_check():
+    from pathlib import Path
+
+    from safelrm.pipeline import load_recipe
+    from safelrm.recipe_check import check_recipe
+
+    recipes = sorted(Path(__file__).parents[1].joinpath("recipes").glob("*.yaml"))
+    assert recipes
+    for path in recipes:
+        check_recipe(load_recipe(path))  # raises on a false alarm
+
+
+def test_ipo_judge_names_are_checked(monkeypatch, capsys, tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"method: ipo\nout: {tmp_path / 'run'}\njudge: {{reasoning: nosuch}}\n")
+    assert_user_error(run_cli(monkeypatch, capsys, "run", recipe), "judge.reasoning", "nosuch")
+
+
 def test_version(monkeypatch, capsys):
     from importlib.metadata import version
 

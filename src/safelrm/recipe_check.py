@@ -11,7 +11,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
+
+from pydantic import BaseModel
 
 from safelrm.errors import SafelrmError
 
@@ -26,17 +28,19 @@ def check_recipe(recipe: Any) -> None:
     data = recipe.model_dump(mode="json")
     _check_model(str(data.get("model", "default")), "model", problems)
     _check_backend(data, problems)
-    for path, key, value in _walk(data):
+    for path, key, value in _walk(recipe):
         if key in _JUDGE_LISTS and isinstance(value, list):
             _names(value, _known_judges, "judge", path, problems)
-        elif key.endswith("_judge") and isinstance(value, str):
+        elif isinstance(value, str) and (
+            key.endswith("_judge") or path.endswith(("judge.reasoning", "judge.answer"))
+        ):
             _names([value], _known_judges, "judge", path, problems)
         elif key == "suite" and isinstance(value, str):
             _check_suite(value, recipe.method, path, problems)
         elif key == "set" and isinstance(value, str):
-            _names([value], _known_sets, "training set", path, problems)
+            _sets([value], path, problems)
         elif key == "sets" and isinstance(value, list):
-            _names(value, _known_sets, "training set", path, problems)
+            _sets(value, path, problems)
         elif key == "attacks" and isinstance(value, list):
             names = [a.get("name") for a in value if isinstance(a, dict) and a.get("name")]
             _names(names, _known_attacks, "attack", path, problems)
@@ -46,14 +50,38 @@ def check_recipe(recipe: Any) -> None:
 
 
 def _walk(node: Any, path: str = "") -> Iterator[tuple[str, str, Any]]:
-    if isinstance(node, dict):
+    """``(path, key, value)`` of every field; fields typed as a Literal are skipped (pydantic
+    has checked them, and their special values, like a judge named ``self``, are no names)."""
+    if isinstance(node, BaseModel):
+        for k, info in type(node).model_fields.items():
+            if _is_literal(info.annotation):
+                continue
+            v = getattr(node, k)
+            here = f"{path}.{k}" if path else k
+            yield here, k, _plain(v)
+            yield from _walk(v, here)
+    elif isinstance(node, dict):
         for k, v in node.items():
             here = f"{path}.{k}" if path else str(k)
-            yield here, str(k), v
+            yield here, str(k), _plain(v)
             yield from _walk(v, here)
     elif isinstance(node, list):
         for i, v in enumerate(node):
             yield from _walk(v, f"{path}[{i}]")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _is_literal(annotation: Any) -> bool:
+    if get_origin(annotation) is Literal:
+        return True
+    return any(_is_literal(a) for a in get_args(annotation))
 
 
 def _names(
@@ -71,10 +99,18 @@ def _known_judges() -> list[str]:
     return list_judges()
 
 
-def _known_sets() -> list[str]:
+def _sets(values: list[Any], path: str, problems: list[str]) -> None:
+    """A set is a benchmark name, a training-set name or a prompt file (``load_prompts``)."""
+    from safelrm.data.benchmarks import list_benchmarks
     from safelrm.data.train_sets import list_train_sets
 
-    return list_train_sets()
+    known = set(list_benchmarks()) | set(list_train_sets())
+    for v in values:
+        if str(v) not in known and not Path(str(v)).expanduser().is_file():
+            problems.append(
+                f"{path}: '{v}' is neither a known set nor a file "
+                f"(known sets: {', '.join(sorted(known))})"
+            )
 
 
 def _known_attacks() -> list[str]:
