@@ -3,6 +3,7 @@
 import json
 import os
 import shutil
+import subprocess
 import sys
 import time
 
@@ -116,11 +117,17 @@ def test_recipe_with_a_wrong_judge_fails_fast_with_nothing_written(monkeypatch, 
         "generation: {backend: nosuchbackend}\n"
         "eval: {suite: nosuchsuite, judges: [keyword, nosuchjudge]}\n"
     )
-    start = time.perf_counter()
     result = run_cli(monkeypatch, capsys, "run", recipe)
-    seconds = time.perf_counter() - start
     assert_user_error(result, "nosuchjudge", "nosuchsuite", "nosuchbackend", "./no/such/model")
     assert "4 problems" in result[2]
+    assert not out.exists()
+    # the whole command, as a user runs it (interpreter start and imports included)
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "safelrm.cli", "run", str(recipe)], capture_output=True, text=True
+    )
+    seconds = time.perf_counter() - start
+    assert proc.returncode == 2 and proc.stderr.startswith("error: recipe has 4 problems")
     assert seconds < 5, seconds
     assert not out.exists()
 

@@ -221,13 +221,15 @@ def main() -> None:
     """Entry point: user errors become one line on stderr and exit code 2."""
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-    try:
+    # read by transformers when it is first imported (importing it here would cost seconds on
+    # commands that fail or finish before any model is touched); HF_HUB_DISABLE_PROGRESS_BARS
+    # above also turns off transformers' own progress bars
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    if "transformers" in sys.modules:  # already imported (in-process callers): same effect
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
         hf_logging.set_verbosity_error()
-    except ImportError:  # pragma: no cover - transformers is a hard dependency
-        pass
     try:
         code = app(standalone_mode=False)
     except SafelrmError as e:
