@@ -148,3 +148,52 @@ def test_over_long_prompt_is_an_error_record_or_truncated_on_request(
     rec = {r["key"]: r for r in records(out)}["long#0"]
     assert rec["error"] is None and rec["truncated_tokens"] > 0
     assert rec["n_prompt_tokens"] <= 2048 - 6
+
+
+def test_eval_excludes_a_failed_row_from_metrics_visibly(tmp_path, tiny_model_dir, shared_data):
+    from safelrm.eval.runner import load_suite_prompts, run_eval
+    from safelrm.eval.suites import load_suite
+    from safelrm.models import make_engine
+
+    suite = tmp_path / "s.yaml"
+    suite.write_text(
+        "name: s\ngeneration: {max_reasoning_tokens: 2, max_new_tokens: 2}\n"
+        "entries: [{benchmark: advbench, n: 3}]\n"
+    )
+    victim = load_suite_prompts(load_suite(suite))[0]["advbench"][0]
+    engine = make_engine(str(tiny_model_dir), batch_size=4)
+    complete = engine.backend.complete
+
+    def flaky(jobs, on_batch=None):
+        if any(victim.text in j.text for j in jobs):
+            raise RuntimeError("backend exploded")
+        return complete(jobs, on_batch)
+
+    engine.backend.complete = flaky
+    out = tmp_path / "eval"
+    results = run_eval(str(tiny_model_dir), suite, ["keyword"], out, engine=engine, progress=False)
+    assert results["run"]["errors"] == 1
+    assert results["run"]["error_keys"] == [f"advbench/{victim.id}#0"]
+    assert any("excluded from every metric" in w for w in results["warnings"])
+    rows = [json.loads(x) for x in (out / "rows.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and all(r["id"] != f"advbench/{victim.id}" for r in rows)
+
+
+def test_progress_counts_prompts_not_phases():
+    from safelrm.models.engine import _Progress
+
+    with _Progress(3, "x", enabled=True) as bar:
+        bar.reasoning_step(3, 10)
+        bar.answer_step(3, 10)
+        assert bar._bar.tasks[0].completed == 3 and bar._bar.tasks[0].total == 3
+
+
+def test_default_thread_count_is_the_cores_available(monkeypatch):
+    from safelrm.cli import set_threads
+
+    for var in ("SAFELRM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.delenv(var, raising=False)
+    assert set_threads(None) == len(os.sched_getaffinity(0))
+    monkeypatch.setenv("SAFELRM_THREADS", "1")
+    assert set_threads(None) == 1 and os.environ["OMP_NUM_THREADS"] == "1"
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # leave the suite on one thread
