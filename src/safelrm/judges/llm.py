@@ -245,7 +245,7 @@ class EngineBackend:
             for i, m in enumerate(conversations)
         ]
         records = self.engine.generate(requests, progress=self.progress, description="judging")
-        return [r.answer for r in records]
+        return [None if r.error else r.answer for r in records]  # a failed row: no reply
 
 
 class LLMJudge(Judge):
@@ -301,7 +301,9 @@ class LLMJudge(Judge):
         for raw in self.backend.complete(convs):
             if raw is None:
                 out.append(
-                    Verdict.unparsed("", "endpoint reply without choices[0].message.content")
+                    Verdict.unparsed(
+                        "", "no reply (endpoint without choices[0].message.content, or failed row)"
+                    )
                 )
             else:
                 out.append(parse(raw))
