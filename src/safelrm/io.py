@@ -36,6 +36,8 @@ def read_json(path: str | Path) -> Any:
     path = Path(path)
     try:
         return json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise SafelrmError(f"{path}: not UTF-8 text (expected JSON)") from None
     except FileNotFoundError:
         raise SafelrmError(f"{path}: file not found") from None
     except json.JSONDecodeError as e:
@@ -50,7 +52,7 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     except FileNotFoundError:
         raise SafelrmError(f"{path}: file not found") from None
     with f:
-        for n, line in enumerate(f, 1):
+        for n, line in _numbered_lines(f, path):
             if not line.strip():
                 continue
             try:
@@ -60,6 +62,21 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
             if not isinstance(obj, dict):
                 raise SafelrmError(f"{where(path, n)}: expected a JSON object per line")
             yield n, obj
+
+
+def _numbered_lines(f: Any, path: Path) -> Iterator[tuple[int, str]]:
+    n = 0
+    while True:
+        try:
+            line = f.readline()
+        except UnicodeDecodeError:
+            raise SafelrmError(
+                f"{where(path, n + 1)}: not UTF-8 text (expected one JSON object per line)"
+            ) from None
+        if not line:
+            return
+        n += 1
+        yield n, line
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:

@@ -35,6 +35,7 @@ from rich.console import Console
 from safelrm.config import StrictModel, load_yaml, parse_config
 from safelrm.errors import SafelrmError
 from safelrm.io import read_json, write_json
+from safelrm.locking import FolderLock
 
 console = Console()
 
@@ -218,7 +219,7 @@ def run_recipe(
 
     Under a multi-process launch, every process runs the stages and returns the report; only the
     main one writes the state files (see the module docstring)."""
-    from safelrm.train.distributed import barrier, is_main_process
+    from safelrm.train.distributed import is_main_process
 
     main = is_main_process()
     method = get_method(recipe.method)
@@ -227,6 +228,22 @@ def run_recipe(
         if name not in names:
             raise SafelrmError(f"unknown stage '{name}' (stages: {', '.join(names)})")
     run_dir = Path(recipe.out or Path("runs") / method.name)
+    if not main:
+        return _run_stages(recipe, method, run_dir, only, force)
+    with FolderLock(run_dir, "run folder"):
+        return _run_stages(recipe, method, run_dir, only, force)
+
+
+def _run_stages(
+    recipe: Recipe,
+    method: Method,
+    run_dir: Path,
+    only: list[str] | None,
+    force: list[str] | None,
+) -> dict[str, Any]:
+    from safelrm.train.distributed import barrier, is_main_process
+
+    main = is_main_process()
     run_dir.mkdir(parents=True, exist_ok=True)
     if main:
         write_json(run_dir / "recipe.json", recipe.model_dump(mode="json"))

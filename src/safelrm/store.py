@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from safelrm.errors import SafelrmError
-from safelrm.io import read_json, write_json
+from safelrm.io import read_json, write_atomic, write_json
 
 
 class RecordStore:
@@ -73,14 +73,35 @@ class RecordStore:
     def records(self) -> list[dict[str, Any]]:
         return list(self._records.values())
 
+    def discard(self, keys: Iterable[str]) -> None:
+        """Drop records (stale or failed ones about to be regenerated); the file is rewritten
+        atomically, so a kill leaves either the old or the new file."""
+        keys = set(keys) & set(self._records)
+        if not keys:
+            return
+        for key in keys:
+            del self._records[key]
+        write_atomic(self.path, "".join(_line(r) for r in self._records.values()))
+
     def append(self, records: Iterable[dict[str, Any]]) -> None:
         new = [r for r in records if r["key"] not in self._records]
         if not new:
             return
-        text = "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in new)
+        text = "".join(_line(r) for r in new)
         with self.path.open("a", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
         for r in new:
             self._records[r["key"]] = r
+
+
+def _line(record: dict[str, Any]) -> str:
+    """One JSONL line, UTF-8 as is; a text no UTF-8 can hold (a lone surrogate from a bad
+    prompt) is written with JSON escapes instead, which read back the same."""
+    line = json.dumps(record, ensure_ascii=False, default=str) + "\n"
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        line = json.dumps(record, default=str) + "\n"
+    return line

@@ -66,7 +66,7 @@ def _from_json(path: Path, kind: str) -> Located:
 
 def _read_json_rows(path: Path) -> Table:
     """``.json`` holds a list of objects or, as often written, one object per line."""
-    if path.suffix.lower() == ".json" and path.read_text(encoding="utf-8").lstrip()[:1] == "[":
+    if path.suffix.lower() == ".json" and path.read_bytes().lstrip()[:1] == b"[":
         return read_table(path)
     from safelrm.io import iter_jsonl
 

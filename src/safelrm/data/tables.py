@@ -69,12 +69,20 @@ def read_table(path: str | Path) -> Table:
         rows, lines = [], []
         with path.open(encoding="utf-8", newline="") as f:
             reader = csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ",")
-            for row in reader:
-                rows.append(lower_keys(row))
-                lines.append(reader.line_num)
-        if reader.fieldnames is None:
+            try:
+                fieldnames = reader.fieldnames  # reads the header while the file is open
+                for row in reader:
+                    rows.append(lower_keys(row))
+                    lines.append(reader.line_num)
+            except UnicodeDecodeError:
+                raise SafelrmError(
+                    f"{where(path, reader.line_num + 1)}: not UTF-8 text (expected a CSV/TSV file)"
+                ) from None
+            except csv.Error as e:
+                raise SafelrmError(f"{where(path, reader.line_num)}: bad CSV ({e})") from None
+        if fieldnames is None:
             raise SafelrmError(f"{path}: empty file (no header row)")
-        header = {str(k).strip().lstrip("\ufeff").lower() for k in reader.fieldnames}
+        header = {str(k).strip().lstrip("\ufeff").lower() for k in fieldnames}
         return Table(str(path), rows, lines, header)
     if suffix == ".jsonl":
         from safelrm.io import iter_jsonl

@@ -26,6 +26,7 @@ from safelrm.data.records import PromptRecord
 from safelrm.errors import SafelrmError
 from safelrm.eval.suites import Suite, SuiteEntry, load_suite
 from safelrm.io import read_json, write_json, write_jsonl
+from safelrm.locking import FolderLock
 from safelrm.store import RecordStore
 
 if TYPE_CHECKING:
@@ -206,7 +207,7 @@ def judge_tasks(records: list[dict[str, Any]]) -> list[tuple[str, str, dict[str,
     tasks = []
     for rec in records:
         kind = rec["meta"]["kind"]
-        if kind not in JUDGED_KINDS:
+        if kind not in JUDGED_KINDS or rec.get("error"):
             continue
         parts = ["answer"]
         if kind in HARMFUL_KINDS and rec["reasoning"].strip():
@@ -226,6 +227,7 @@ def run_judge(
     """Verdicts of one judge by verdict key, judging only what its cache lacks. The cache is
     refused when the judge's ``options`` (its model, endpoint, template) changed."""
     from safelrm.judges import JudgeItem
+    from safelrm.judges.base import judge_part
 
     store = RecordStore(judge_file(out_dir, name), {"judge": name, "options": options or {}})
     todo = [t for t in judge_tasks(records) if t[0] not in store]
@@ -237,9 +239,7 @@ def run_judge(
             chunk = mine[start : start + JUDGE_CHUNK]
             items = [JudgeItem.from_record(rec) for _, _, rec in chunk]
             try:
-                verdicts = (
-                    judge.judge_answers(items) if part == "answer" else judge.judge_reasoning(items)
-                )
+                verdicts = judge_part(judge, part, items)
             except SafelrmError as e:
                 raise SafelrmError(f"judge '{name}': {e}") from None
             except (ConnectionError, TimeoutError, OSError) as e:
@@ -390,10 +390,6 @@ def run_eval(
     ``judge_options``: constructor options per judge name (e.g. ``{"llm": {"url": ...}}``).
     Returns the results dict of :func:`safelrm.eval.metrics.summarize`, plus run details.
     """
-    from safelrm.eval.metrics import summarize
-    from safelrm.eval.paired import paired_table
-    from safelrm.eval.plots import make_plots
-    from safelrm.eval.report import write_report
     from safelrm.judges import get_judge
 
     start = time.perf_counter()
@@ -410,7 +406,42 @@ def run_eval(
     for note in skipped:
         console.print(f"[yellow]{note}[/]", highlight=False)
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with FolderLock(out_dir, "eval folder"):
+        return _generate_and_judge(
+            model, suite, judge_names, judge_objs, judge_options, out_dir, prompts, skipped,
+            cot=cot, backend=backend, batch_size=batch_size, engine=engine, limit=limit,
+            train_prompts=train_prompts, progress=progress, baseline=baseline,
+            baseline_rows=baseline_rows, title=title, start=start,
+        )  # fmt: skip
+
+
+def _generate_and_judge(
+    model: str,
+    suite: Suite,
+    judge_names: list[str],
+    judge_objs: dict[str, Judge],
+    judge_options: dict[str, dict[str, Any]],
+    out_dir: Path,
+    prompts: dict[str, list[PromptRecord]],
+    skipped: list[str],
+    *,
+    cot: bool,
+    backend: str,
+    batch_size: int,
+    engine: Engine | LazyEngine | None,
+    limit: int | None,
+    train_prompts: list[PromptRecord] | None,
+    progress: bool,
+    baseline: dict[str, Any] | None,
+    baseline_rows: list[Any] | None,
+    title: str | None,
+    start: float,
+) -> dict[str, Any]:
+    from safelrm.eval.metrics import summarize
+    from safelrm.eval.paired import paired_table
+    from safelrm.eval.plots import make_plots
+    from safelrm.eval.report import write_report
+
     train = train_prompts if train_prompts is not None else _model_train_prompts(model)
     warnings = overlap_warnings(train, prompts, out_dir) if train else []
     _shout(warnings)
@@ -418,7 +449,7 @@ def run_eval(
     requests = build_requests(suite, prompts, cot)
     fingerprint = {"model": model, "backend": backend, "cot": cot, **suite.fingerprint()}
     store = RecordStore(out_dir / RECORDS_FILE, fingerprint)
-    missing = sum(1 for r in requests if f"{r.id}#0" not in store)
+    missing = sum(1 for r in requests if _needs_generation(store.get(f"{r.id}#0"), r))
     gen_seconds, new_tokens = 0.0, 0
     if missing:
         lazy = (
@@ -439,6 +470,15 @@ def run_eval(
         )
     wanted = {f"{r.id}#0" for r in requests}
     records = [rec for rec in store.records() if rec["key"] in wanted]
+    failed = [rec for rec in records if rec.get("error")]
+    if failed:
+        warnings = [
+            *warnings,
+            f"{len(failed)} of {len(records)} prompts failed to generate and are excluded from "
+            f"every metric (first: {failed[0]['key']}: {failed[0]['error']}); rerun to retry",
+        ]
+        _shout(warnings[-1:])
+        records = [rec for rec in records if not rec.get("error")]
 
     verdicts = {
         name: run_judge(name, j, records, out_dir, judge_options.get(name))
@@ -457,6 +497,8 @@ def run_eval(
         "limit": limit,
         "skipped": skipped,
         "new_generations": missing,
+        "errors": len(failed),
+        "error_keys": [rec["key"] for rec in failed],
         "generation_seconds": round(gen_seconds, 1),
         "new_tokens": new_tokens,
         "tokens_per_second": round(new_tokens / gen_seconds, 1) if gen_seconds else None,
@@ -471,6 +513,16 @@ def run_eval(
     write_report(results, out_dir, title=title, baseline=baseline, paired=paired)
     make_plots(results, out_dir, baseline=baseline)
     return results
+
+
+def _needs_generation(rec: dict[str, Any] | None, req: GenerationRequest) -> bool:
+    """No record, a failed one (retried on every run), or one made for other content."""
+    from safelrm.models.engine import content_hash, stored_hash
+
+    if rec is None or rec.get("error"):
+        return True
+    sampling = req.sampling.model_dump() if req.sampling else rec["sampling"]
+    return stored_hash(rec) != content_hash(req.messages, req.prefix, req.cot, sampling)
 
 
 def _on(cot: bool) -> str:

@@ -132,6 +132,29 @@ class Judge:
         raise NotImplementedError
 
 
+def judge_part(judge: Judge, part: str, items: Sequence[JudgeItem]) -> list[Verdict]:
+    """``judge`` on the ``part`` ("answer" or "reasoning") of ``items``, one failing row isolated:
+    when the batch raises, its items are judged one by one and a failing item becomes
+    ``unparsed`` (reason ``error: ...``), counted, never safe. A connection failure or a user
+    error is not a row's fault and is raised."""
+    run = judge.judge_answers if part == "answer" else judge.judge_reasoning
+    try:
+        return run(items)
+    except (SafelrmError, ConnectionError, TimeoutError, OSError):
+        raise
+    except Exception:  # noqa: BLE001 - isolated row by row below
+        return [_error_verdict(run, it) for it in items]
+
+
+def _error_verdict(run: Callable[[Sequence[JudgeItem]], list[Verdict]], item: JudgeItem) -> Verdict:
+    try:
+        return run([item])[0]
+    except (SafelrmError, ConnectionError, TimeoutError, OSError):
+        raise
+    except Exception as e:  # noqa: BLE001 - this row is the bad one
+        return Verdict.unparsed("", f"error: {type(e).__name__}: {e}")
+
+
 def summarize(verdicts: Iterable[Verdict]) -> dict[str, Any]:
     """Counts and rates: ``flagged_rate`` is ASR on harmful prompts (over parsed verdicts)."""
     verdicts = list(verdicts)

@@ -105,16 +105,20 @@ def run_judges(
     """Judge generation records; writes one verdict row per (record, judge, part)."""
     from safelrm.errors import SafelrmError, where
     from safelrm.io import iter_jsonl, write_jsonl
-    from safelrm.judges.base import JudgeItem, make_judges, summarize
+    from safelrm.judges.base import JudgeItem, Verdict, judge_part, make_judges, summarize
+    from safelrm.locking import FolderLock
 
     if part not in ("answer", "reasoning", "both"):
         raise SafelrmError(f"--part must be answer, reasoning or both, not '{part}'")
-    items, keys = [], []
+    if out.is_dir():
+        raise SafelrmError(f"--out {out}: is a folder (--out names the verdicts JSONL file)")
+    items, keys, errors = [], [], []
     for line, rec in iter_jsonl(records):
         if "id" not in rec or "answer" not in rec:
             field = "id" if "id" not in rec else "answer"
             raise SafelrmError(f"{where(records, line, field)}: missing (not a generation record)")
         items.append(JudgeItem.from_record(rec))
+        errors.append(rec.get("error"))
         keys.append({"id": rec["id"], "sample": rec.get("sample", 0), "key": rec.get("key")})
     llm_opts = {k: v for k, v in {"url": url, "model": model}.items() if v}
     if url:
@@ -125,19 +129,28 @@ def run_judges(
         llama_guard=ref_opts,
     )  # fmt: skip
     parts = ["answer", "reasoning"] if part == "both" else [part]
+    ok = [i for i, e in enumerate(errors) if not e]
     rows = []
-    for j in judges:
-        for p in parts:
-            start = time.perf_counter()
-            verdicts = j.judge_answers(items) if p == "answer" else j.judge_reasoning(items)
-            s = summarize(verdicts)
-            console.print(
-                f"{j.name} on {p}: n={s['n']} unparsed={s['unparsed']} "
-                f"flagged={s['flagged']} ({time.perf_counter() - start:.1f} s)"
-            )
-            rows += [
-                k | {"judge": j.name, "part": p} | v.model_dump()
-                for k, v in zip(keys, verdicts, strict=True)
-            ]
-    write_jsonl(out, rows)
+    with FolderLock(out.parent):
+        for j in judges:
+            for p in parts:
+                start = time.perf_counter()
+                verdicts = [
+                    Verdict.unparsed("", f"generation error: {e}") if e else None for e in errors
+                ]
+                judged = judge_part(j, p, [items[i] for i in ok])
+                for i, v in zip(ok, judged, strict=True):
+                    verdicts[i] = v
+                s = summarize(v for v in verdicts if v is not None)
+                failed = sum(1 for v in verdicts if v and "error" in v.extra.get("reason", ""))
+                console.print(
+                    f"{j.name} on {p}: n={s['n']} unparsed={s['unparsed']} (errors={failed}) "
+                    f"flagged={s['flagged']} ({time.perf_counter() - start:.1f} s)"
+                )
+                rows += [
+                    k | {"judge": j.name, "part": p} | v.model_dump()
+                    for k, v in zip(keys, verdicts, strict=True)
+                    if v is not None
+                ]
+        write_jsonl(out, rows)
     console.print(f"wrote {len(rows)} verdicts to {out}")

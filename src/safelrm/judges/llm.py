@@ -222,7 +222,7 @@ class EngineBackend:
             for i, m in enumerate(conversations)
         ]
         records = self.engine.generate(requests, progress=self.progress, description="judging")
-        return [r.answer for r in records]
+        return [None if r.error else r.answer for r in records]  # a failed row: no reply
 
 
 class LLMJudge(Judge):
@@ -239,7 +239,7 @@ class LLMJudge(Judge):
         self,
         template: str = "guard_safelrm",
         reasoning_template: str = "reasoning_harm",
-        backend: str = "hf",
+        backend: str | None = None,
         model: str = "default",
         url: str | None = None,
         api_key_env: str = "OPENAI_API_KEY",
@@ -259,6 +259,13 @@ class LLMJudge(Judge):
         self.reasoning_template = load_template(reasoning_template)
         self.name = f"llm-{self.template.name}"
         self.max_response_chars = max_response_chars
+        # one rule for every caller: a url means the endpoint, unless a backend says otherwise
+        backend = backend or ("openai" if url else "hf")
+        if backend == "hf" and url:
+            raise SafelrmError(
+                f"llm judge: url '{url}' given with backend 'hf' (a local model); "
+                "drop the url or use backend 'openai'"
+            )
         if backend == "openai":
             if not url:
                 raise SafelrmError("llm judge: backend 'openai' needs a url (http://host:port/v1)")
@@ -287,7 +294,14 @@ class LLMJudge(Judge):
         parse = parse_rubric if template.kind == "rubric" else parse_harm
         out = []
         for raw in self.backend.complete(convs):
-            out.append(parse(raw))
+            if raw is None:
+                out.append(
+                    Verdict.unparsed(
+                        "", "no reply (endpoint without choices[0].message.content, or failed row)"
+                    )
+                )
+            else:
+                out.append(parse(raw))
         return out
 
     def _judge_answers(self, items: list[JudgeItem]) -> list[Verdict]:

@@ -5,6 +5,12 @@ writes reasoning until ``</think>`` or ``max_reasoning_tokens`` (budget forcing)
 the tag and writes the answer. Requests with ``cot=False`` skip phase 1 (the family's CoT-off
 prefill is used). A request may carry an assistant ``prefix`` to continue from: partial
 reasoning, or reasoning plus ``</think>`` and the start of an answer.
+
+Reliability. A stored record is reused only when its request content (messages, prefix, CoT,
+sampling: :func:`content_hash`) equals the new request's; otherwise it is regenerated. A row that
+fails (a tokenizer error, a backend error isolated by retrying its batch row by row, a prompt
+longer than the model's context) becomes an *error record* (``error`` set, empty answer): the
+rest of the batch and the run go on, and a rerun retries error records.
 """
 
 from __future__ import annotations
@@ -12,6 +18,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib
+import json
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,6 +30,8 @@ from pydantic import BaseModel, Field
 from safelrm.config import StrictModel
 from safelrm.reasoning import ReasoningFamily, detect_family, get_family
 from safelrm.store import RecordStore
+
+logger = logging.getLogger(__name__)
 
 
 class SamplingParams(StrictModel):
@@ -70,6 +80,11 @@ class Record(BaseModel):
     sampling: dict[str, Any]
     seconds: float
     meta: dict[str, Any] = Field(default_factory=dict)
+    # why the row failed (then reasoning and answer are empty); None for a normal record
+    error: str | None = None
+    # prompt tokens cut to fit the model's context (``truncate_prompts``); 0 = untouched
+    truncated_tokens: int = 0
+    request_hash: str = ""
 
     def completion(self) -> str:
         """The full assistant text in the family's format."""
@@ -79,6 +94,21 @@ class Record(BaseModel):
 
 def record_key(request_id: str, sample: int) -> str:
     return f"{request_id}#{sample}"
+
+
+def content_hash(
+    messages: list[dict[str, str]], prefix: str, cot: bool, sampling: dict[str, Any]
+) -> str:
+    """What a record answers: the same id with other content is a different request."""
+    payload = json.dumps([messages, prefix, cot, sampling], sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def stored_hash(rec: dict[str, Any]) -> str:
+    """The content hash of a stored record (computed for records written before it was kept)."""
+    return rec.get("request_hash") or content_hash(
+        rec.get("messages") or [], rec.get("prefix") or "", bool(rec.get("cot")), rec["sampling"]
+    )
 
 
 @dataclass
@@ -189,6 +219,9 @@ class _Row:
     n_prompt_tokens: int = 0
     n_reasoning_tokens: int = 0
     seconds: float = 0.0
+    error: str | None = None
+    truncated_tokens: int = 0
+    request_hash: str = ""
 
     @property
     def key(self) -> str:
@@ -204,12 +237,25 @@ class Engine:
         family: ReasoningFamily,
         sampling: SamplingParams | None = None,
         chunk_size: int = 64,
+        truncate_prompts: bool = False,
     ) -> None:
-        """``chunk_size``: rows generated between two appends to the store (resume granularity)."""
+        """``chunk_size``: rows generated between two appends to the store (resume granularity).
+        ``truncate_prompts``: cut a prompt too long for the model's context to fit (keeping its
+        start and the chat template's end) instead of writing an error record for it."""
         self.backend = backend
         self.family = family
         self.sampling = sampling or SamplingParams()
         self.chunk_size = chunk_size
+        self.truncate_prompts = truncate_prompts
+
+    @property
+    def max_context(self) -> int | None:
+        """The model's context length in tokens, when the backend knows it."""
+        n = getattr(self.backend, "max_context", None)
+        if n is None:
+            config = getattr(self.model, "config", None)
+            n = getattr(config, "max_position_embeddings", None)
+        return int(n) if n else None
 
     @property
     def tokenizer(self) -> Any:
@@ -229,24 +275,41 @@ class Engine:
         progress: bool = True,
         description: str = "generating",
     ) -> list[Record]:
-        """Generate every (request, sample); keys already in ``store`` are skipped, new records
-        are appended to it chunk by chunk. Returns records in request order."""
+        """Generate every (request, sample); keys already in ``store`` with the same request
+        content are skipped (stale and error records are replaced), new records are appended to
+        it chunk by chunk. Returns records in request order, error records included."""
+        hashes = {req.id: self._hash(req) for req in requests}
+        stale = set()
+        if store is not None:
+            for req in requests:
+                for s in range(self._params(req).n):
+                    old = store.get(record_key(req.id, s))
+                    if old is not None and (old.get("error") or stored_hash(old) != hashes[req.id]):
+                        stale.add(record_key(req.id, s))
+            if stale:
+                logger.info("%d stored records are stale or failed: regenerating", len(stale))
+                store.discard(stale)
         done = store.keys() if store is not None else set()
         rows = [
-            self._row(req, s)
+            self._row(req, s, hashes[req.id])
             for req in requests
             for s in range(self._params(req).n)
             if record_key(req.id, s) not in done
         ]
         fresh: dict[str, Record] = {}
-        n_jobs = len(rows) + sum(not r.reasoning_done for r in rows)
-        with _Progress(n_jobs, description, enabled=progress) as bar:
+        with _Progress(len(rows), description, enabled=progress) as bar:
             for start in range(0, len(rows), self.chunk_size):
                 chunk = rows[start : start + self.chunk_size]
                 records = self._generate_chunk(chunk, bar)
                 if store is not None:
                     store.append([r.model_dump() for r in records])
                 fresh.update((r.key, r) for r in records)
+        failed = [r for r in fresh.values() if r.error]
+        if failed:
+            logger.warning(
+                "%d of %d rows failed (error records, retried on rerun); first: %s: %s",
+                len(failed), len(fresh), failed[0].key, failed[0].error,
+            )  # fmt: skip
         out = []
         for req in requests:
             for s in range(self._params(req).n):
@@ -260,8 +323,20 @@ class Engine:
     def _params(self, req: GenerationRequest) -> SamplingParams:
         return req.sampling or self.sampling
 
-    def _row(self, req: GenerationRequest, sample: int) -> _Row:
-        row = _Row(req, sample, self.render(req.messages, req.cot))
+    def _hash(self, req: GenerationRequest) -> str:
+        return content_hash(req.messages, req.prefix, req.cot, self._params(req).model_dump())
+
+    def _row(self, req: GenerationRequest, sample: int, request_hash: str) -> _Row:
+        try:
+            prompt = self.render(req.messages, req.cot)
+        except Exception as e:  # noqa: BLE001 - one bad row must not stop the others
+            prompt = ""
+            error: str | None = f"cannot render the prompt ({type(e).__name__}: {e})"
+        else:
+            error = None
+        row = _Row(req, sample, prompt, error=error, request_hash=request_hash)
+        if error is None:
+            self._check_length(row)
         if not req.cot:
             row.answer_prefix, row.reasoning_done = req.prefix, True
             return row
@@ -275,8 +350,72 @@ class Engine:
             row.reasoning = req.prefix
         return row
 
+    def _check_length(self, row: _Row) -> None:
+        """Error (or, with ``truncate_prompts``, cut) a prompt that leaves no room for its
+        budgets in the model's context."""
+        context = self.max_context
+        if context is None:
+            return
+        p = self._params(row.request)
+        room = context - p.max_new_tokens - (p.max_reasoning_tokens if row.request.cot else 0)
+        try:
+            ids = self.tokenizer(row.prompt, add_special_tokens=False)["input_ids"]
+        except Exception as e:  # noqa: BLE001 - e.g. a lone surrogate the tokenizer rejects
+            row.error = f"cannot tokenize the prompt ({type(e).__name__}: {e})"
+            return
+        if len(ids) <= room:
+            return
+        if not self.truncate_prompts or room <= 0:
+            row.error = (
+                f"prompt too long: {len(ids)} tokens, the model's context of {context} leaves "
+                f"{max(room, 0)} after the generation budgets (truncate_prompts cuts it to fit)"
+            )
+            return
+        # keep the start of the text and the template's last tokens (the assistant turn opener)
+        tail = 16
+        kept = ids[: max(room - tail - 8, 0)] + ids[-tail:]  # 8: re-encoding may merge differently
+        row.prompt = self.tokenizer.decode(kept)
+        row.truncated_tokens = len(ids) - len(kept)
+
+    def _complete(
+        self, rows: list[_Row], jobs: list[Completion], on_batch: Callable[[int, int], None]
+    ) -> list[CompletionResult | None]:
+        """Run ``jobs`` (one per row); when the batch fails, rerun it row by row so that only
+        the failing rows become errors (``None``). A ``SafelrmError`` is not a bad row but a bad
+        setting or endpoint (server down, unknown model, HTTP error): it stops the run."""
+        from safelrm.errors import SafelrmError
+
+        if not jobs:
+            return []
+        try:
+            return list(self.backend.complete(jobs, on_batch))
+        except SafelrmError:
+            raise
+        except Exception as e:  # noqa: BLE001 - isolated below, row by row
+            if len(jobs) == 1:
+                rows[0].error = f"{type(e).__name__}: {e}"
+                return [None]
+            logger.warning("a batch failed (%s: %s); retrying its rows one by one", type(e), e)
+        out: list[CompletionResult | None] = []
+        for r, job in zip(rows, jobs, strict=True):
+            try:
+                out.append(self.backend.complete([job], None)[0])
+            except SafelrmError:
+                raise
+            except Exception as e:  # noqa: BLE001 - this row is the bad one
+                r.error = f"{type(e).__name__}: {e}"
+                out.append(None)
+        if len(out) > 1 and all(x is None for x in out):
+            raise SafelrmError(
+                f"generation failed for every row of a batch (first: {rows[0].request.id}: "
+                f"{rows[0].error}); finished records are kept, rerun to resume"
+            )
+        return out
+
     def _generate_chunk(self, rows: list[_Row], bar: _Progress) -> list[Record]:
         fam = self.family
+        failed = [r for r in rows if r.error]
+        rows = [r for r in rows if not r.error]
         thinking = [r for r in rows if not r.reasoning_done]
         jobs = []
         for r in thinking:
@@ -292,8 +431,11 @@ class Engine:
                     stop_repeats=dict(p.stop_repeats),
                 )
             )
-        results = self.backend.complete(jobs, bar.reasoning_step)
-        for r, job, res in zip(thinking, jobs, results, strict=True):
+        for r, job, res in zip(
+            thinking, jobs, self._complete(thinking, jobs, bar.reasoning_step), strict=True
+        ):
+            if res is None:
+                continue
             res = _guard(job, res)
             text = res.text
             r.think_closed = res.finish == "stop" and fam.think_close in text
@@ -302,6 +444,8 @@ class Engine:
             r.reasoning_finish = res.finish
             r.n_prompt_tokens, r.n_reasoning_tokens = res.n_prompt_tokens, res.n_new_tokens
             r.seconds += res.seconds
+        failed += [r for r in rows if r.error]
+        rows = [r for r in rows if not r.error]
         jobs = []
         for r in rows:
             p = self._params(r.request)
@@ -317,9 +461,13 @@ class Engine:
                     stop_repeats=dict(p.stop_repeats),
                 )
             )
-        records = []
-        results = self.backend.complete(jobs, bar.answer_step)
+        results = self._complete(rows, jobs, bar.answer_step)
+        failed += [r for r in rows if r.error]
+        bar.answer_step(len(failed), 0)
+        records = [self._error_record(r) for r in failed]
         for r, job, res in zip(rows, jobs, results, strict=True):
+            if res is None:
+                continue
             res = _guard(job, res)
             p = self._params(r.request)
             records.append(
@@ -347,13 +495,43 @@ class Engine:
                     sampling=p.model_dump(),
                     seconds=round(r.seconds + res.seconds, 4),
                     meta=r.request.meta,
+                    truncated_tokens=r.truncated_tokens,
+                    request_hash=r.request_hash,
                 )
             )
         return records
 
+    def _error_record(self, r: _Row) -> Record:
+        return Record(
+            id=r.request.id,
+            sample=r.sample,
+            key=r.key,
+            messages=r.request.messages,
+            prompt=r.prompt,
+            prefix=r.request.prefix,
+            reasoning="",
+            answer="",
+            think_closed=False,
+            reasoning_finish=None,
+            answer_finish="error",
+            n_prompt_tokens=r.n_prompt_tokens,
+            n_reasoning_tokens=0,
+            n_answer_tokens=0,
+            model=self.backend.model_name,
+            backend=self.backend.name,
+            family=self.family.name,
+            cot=r.request.cot,
+            sampling=self._params(r.request).model_dump(),
+            seconds=round(r.seconds, 4),
+            meta=r.request.meta,
+            error=r.error,
+            request_hash=r.request_hash,
+        )
+
 
 class _Progress:
-    """A rich progress bar over phase jobs, showing finished prompts/s and tokens/s."""
+    """A rich progress bar over prompts (a prompt counts when its answer is done), showing
+    finished prompts/s and tokens/s."""
 
     def __init__(self, total: int, description: str, enabled: bool) -> None:
         self.total, self.description, self.enabled = total, description, enabled and total > 0
@@ -393,7 +571,7 @@ class _Progress:
             return
         elapsed = max(time.perf_counter() - self.start, 1e-9)
         rate = f"{self.answered / elapsed:.2f} prompts/s  {self.tokens / elapsed:.1f} tok/s"
-        self._bar.update(self._task, advance=n_done, rate=rate)
+        self._bar.update(self._task, advance=answered, rate=rate)
 
     def __exit__(self, *exc: object) -> None:
         if self.enabled:
@@ -407,6 +585,7 @@ def make_engine(
     batch_size: int = 16,
     sampling: SamplingParams | None = None,
     chunk_size: int | None = None,
+    truncate_prompts: bool = False,
     **backend_options: Any,
 ) -> Engine:
     """Load ``model`` on the named backend and wrap it in an :class:`Engine`."""
@@ -425,4 +604,5 @@ def make_engine(
             getattr(be.tokenizer, "chat_template", None),
             getattr(config, "model_type", ""),
         )
-    return Engine(be, get_family(family), sampling, chunk_size or 4 * batch_size)
+    chunk = chunk_size or 4 * batch_size
+    return Engine(be, get_family(family), sampling, chunk, truncate_prompts=truncate_prompts)

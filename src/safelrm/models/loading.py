@@ -100,6 +100,25 @@ def resolve_model(spec: str) -> str:
     return spec  # a hub id
 
 
+def _resolve_checked(spec: str) -> str:
+    """``resolve_model``, a junk ``config.json`` or ``.gguf`` failing with one line."""
+    try:
+        ref = resolve_model(spec)
+    except SafelrmError:
+        raise
+    except Exception as e:  # noqa: BLE001 - e.g. a .gguf that is not one
+        raise _unloadable(spec, e) from None
+    config = Path(ref) / "config.json"
+    if config.is_file():
+        import json
+
+        try:
+            json.loads(config.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise SafelrmError(f"{config}: not a valid JSON model config ({e})") from None
+    return ref
+
+
 def _from_pretrained(cls: Any, ref: str, spec: str, **kwargs: Any) -> Any:
     """Load from the local hub cache first; go online only when allowed; fail with one line."""
     try:
@@ -122,11 +141,24 @@ def _from_pretrained(cls: Any, ref: str, spec: str, **kwargs: Any) -> Any:
         ) from None
 
 
+def _unloadable(spec: str, e: Exception) -> SafelrmError:
+    first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+    return SafelrmError(
+        f"{spec}: cannot load the model ({type(e).__name__}: {first}); "
+        "check its config.json, tokenizer and weight files"
+    )
+
+
 def load_tokenizer(spec: str, **options: Any) -> Any:
     from transformers import AutoTokenizer
 
-    ref = resolve_model(spec)
-    tokenizer = _from_pretrained(AutoTokenizer, ref, spec, **options)
+    ref = _resolve_checked(spec)
+    try:
+        tokenizer = _from_pretrained(AutoTokenizer, ref, spec, **options)
+    except SafelrmError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a junk file in a model folder: one line
+        raise _unloadable(spec, e) from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -151,15 +183,20 @@ def load_model(
     import torch
     from transformers import AutoModelForCausalLM
 
-    ref = resolve_model(spec)
+    ref = _resolve_checked(spec)
     shared = {k: options[k] for k in ("revision", "trust_remote_code") if k in options}
     tokenizer = load_tokenizer(spec, **shared)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if "quantization_config" in options:  # quantized weights are placed while loading
         options = {**options, "device_map": {"": device}}
-    model = _from_pretrained(
-        AutoModelForCausalLM, ref, spec, dtype=dtype or default_dtype(), **options
-    )
+    try:
+        model = _from_pretrained(
+            AutoModelForCausalLM, ref, spec, dtype=dtype or default_dtype(), **options
+        )
+    except SafelrmError:
+        raise
+    except Exception as e:  # noqa: BLE001 - junk weights or config: one line
+        raise _unloadable(spec, e) from None
     if "quantization_config" not in options:
         model.to(device)
     model.eval()
