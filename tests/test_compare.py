@@ -16,6 +16,7 @@ from safelrm.eval.compare_report import render_markdown
 from safelrm.eval.metrics import EvalRow, answer_asr, outcomes, over_refusal, summarize
 from safelrm.eval.paired import compare_rows, find_entry
 from safelrm.eval.stats import paired_bootstrap_ci
+from safelrm.eval.viewer import build_view_data
 from safelrm.io import write_json
 
 
@@ -167,5 +168,9 @@ def test_compare_on_the_tiny_model_caches_per_model(tmp_path, tiny_model_dir, sh
     )
     assert [m["new_generations"] for m in again["models"]] == [0, 0, 9]
     assert again["reference"] == "same"
+    # the sample viewer reads the compare folder: three models side by side on each prompt
+    view = build_view_data(out)
+    assert view["models"] == ["base", "same", "third"] and len(view["prompts"]) == 9
+    assert all(p["prompt"] and len(p["by"]) == 3 for p in view["prompts"])
     with pytest.raises(SafelrmError, match="--reference 'x'"):
         run_compare(models, str(suite), "keyword", out, reference="x", progress=False)

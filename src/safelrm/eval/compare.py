@@ -17,7 +17,6 @@ from. Each method declares its models (``Method.models`` in ``safelrm.pipeline``
 from __future__ import annotations
 
 import re
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -141,28 +140,21 @@ def run_compare(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Evaluate every model (cached per model folder) and write the paired report."""
-    from safelrm.eval.compare_report import write_compare_report
-    from safelrm.eval.metrics import EvalRow
-    from safelrm.eval.paired import compare_rows
     from safelrm.eval.runner import parse_judges, run_eval
     from safelrm.eval.suites import load_suite
-    from safelrm.io import read_jsonl
 
     if len(models) < 2:
         raise SafelrmError("compare needs at least two models")
     specs = resolve_specs(models)
     labels = [s.label for s in specs]
-    reference = reference or labels[0]
-    if reference not in labels:
+    if reference is not None and reference not in labels:
         raise SafelrmError(f"--reference '{reference}' is not a model label ({', '.join(labels)})")
     judge_names = parse_judges(judges)
     loaded = load_suite(suite)
     out_dir = Path(out_dir)
-    results: dict[str, dict[str, Any]] = {}
-    rows: dict[str, list[EvalRow]] = {}
     for i, s in enumerate(specs, 1):
         console.print(f"[bold]model {i}/{len(specs)}: {s.label}[/] ({s.model})", highlight=False)
-        results[s.label] = run_eval(
+        run_eval(
             s.model,
             loaded,
             judge_names,
@@ -174,36 +166,80 @@ def run_compare(
             progress=progress,
             title=f"{s.label} on {loaded.name}",
         )
-        rows[s.label] = [
-            EvalRow.model_validate(r) for r in read_jsonl(out_dir / s.folder / "rows.jsonl")
-        ]
-    start = time.perf_counter()
+    return compare_folders(
+        {s.label: out_dir / s.folder for s in specs},
+        out_dir,
+        reference=reference,
+        sources={s.label: (s.spec, s.source) for s in specs},
+        limit=limit,
+    )
+
+
+def compare_folders(
+    folders: dict[str, Path],
+    out_dir: str | Path,
+    *,
+    reference: str | None = None,
+    sources: dict[str, tuple[str, str]] | None = None,
+    limit: int | None = None,
+) -> dict[str, Any]:
+    """The paired report over finished eval folders (``rows.jsonl`` + ``results.json`` each, one
+    suite): ``compare.json``, ``report.md`` and plots in ``out_dir``; returns the report."""
+    from safelrm.eval.compare_report import write_compare_report
+    from safelrm.eval.metrics import EvalRow
+    from safelrm.eval.paired import compare_rows
+    from safelrm.eval.runner import load_results
+    from safelrm.io import read_jsonl
+
+    out_dir = Path(out_dir)
+    labels = list(folders)
+    reference = reference or labels[0]
+    if reference not in folders:
+        raise SafelrmError(f"reference '{reference}' is not a model label ({', '.join(labels)})")
+    results = {lab: load_results(folder) for lab, folder in folders.items()}
+    suites = {r["run"]["suite"] for r in results.values()}
+    cots = {r["run"]["cot"] for r in results.values()}
+    if len(suites) > 1 or len(cots) > 1:
+        raise SafelrmError(f"cannot pair evaluations of different suites or CoT modes: {suites}")
+    rows = {
+        lab: [EvalRow.model_validate(r) for r in read_jsonl(Path(folder) / "rows.jsonl")]
+        for lab, folder in folders.items()
+    }
+    judges = list(results[reference]["judges"])
+    sources = sources or {}
     report = {
-        "suite": loaded.name,
-        "judges": judge_names,
+        "suite": suites.pop(),
+        "judges": judges,
         "reference": reference,
-        "cot": cot,
+        "cot": cots.pop(),
         "limit": limit,
         "models": [
             {
-                "label": s.label,
-                "spec": s.spec,
-                "model": s.model,
-                "source": s.source,
-                "folder": s.folder,
-                "n_rows": len(rows[s.label]),
-                "new_generations": results[s.label]["run"]["new_generations"],
-                "seconds": results[s.label]["run"]["seconds"],
-                "warnings": results[s.label].get("warnings", []),
+                "label": lab,
+                "spec": sources.get(lab, (str(folder), ""))[0],
+                "model": results[lab]["run"]["model"],
+                "source": sources.get(lab, ("", f"eval folder {folder}"))[1],
+                "folder": _relative(Path(folder), out_dir),
+                "n_rows": len(rows[lab]),
+                "new_generations": results[lab]["run"]["new_generations"],
+                "seconds": results[lab]["run"]["seconds"],
+                "warnings": results[lab].get("warnings", []),
             }
-            for s in specs
+            for lab, folder in folders.items()
         ],
-        "entries": compare_rows(rows, judge_names, reference),
+        "entries": compare_rows(rows, judges, reference),
     }
     write_json(out_dir / COMPARE_FILE, report)
     write_compare_report(report, results, out_dir)
-    report["report_seconds"] = round(time.perf_counter() - start, 1)
     return report
+
+
+def _relative(folder: Path, base: Path) -> str:
+    """``folder`` relative to ``base`` where it lies below it (``safelrm view`` reads it)."""
+    try:
+        return str(folder.resolve().relative_to(base.resolve()))
+    except ValueError:
+        return str(folder.resolve())
 
 
 def read_compare(out_dir: str | Path) -> dict[str, Any]:
