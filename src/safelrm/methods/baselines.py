@@ -14,7 +14,7 @@ from pydantic import Field
 from safelrm.config import StrictModel
 from safelrm.data import PromptRecord
 from safelrm.errors import SafelrmError
-from safelrm.pipeline import StageContext
+from safelrm.pipeline import Stage, StageContext
 
 
 class PromptSet(StrictModel):
@@ -126,3 +126,41 @@ def paired_report(ctx: StageContext, stages: dict[str, str]) -> dict[str, Any]:
                     for lab, p in e["paired"].items()
                 }
     return out
+
+
+def eval_stages(label: str, stage: str) -> tuple[Stage, Stage, Stage]:
+    """``eval_base``, ``stage`` (the model of stage ``train``, ``train/merged``, as ``label``)
+    and ``report`` (base as the reference)."""
+
+    def config(r: Any) -> tuple:
+        return (r.eval, r.generation)
+
+    return (
+        Stage("eval_base", lambda ctx: evaluate(ctx, ctx.recipe.model, "base"), config),
+        Stage(
+            stage,
+            lambda ctx: evaluate(ctx, str(ctx.path("train", "merged")), label),
+            config,
+            reads=("train",),
+        ),
+        Stage(
+            "report",
+            lambda ctx: paired_report(ctx, {"base": "eval_base", label: stage}),
+            lambda r: r.eval.judges,
+            reads=("eval_base", stage),
+        ),
+    )
+
+
+def train_summary(result: Any, **extra: Any) -> dict[str, Any]:
+    """A training stage's summary: rows, steps, seconds, first/last loss, the merged model."""
+    losses = result.loss_history
+    return {
+        "rows": result.n_rows,
+        **extra,
+        "steps": result.steps,
+        "seconds": round(result.seconds, 1),
+        "loss_first": losses[0] if losses else None,
+        "loss_last": losses[-1] if losses else None,
+        "merged": str(result.merged_dir),
+    }

@@ -13,11 +13,6 @@ from safelrm.methods.safepath.config import SafePathRecipe
 from safelrm.methods.safepath.stages import primer_text, run_prompts, run_retain, run_train
 from safelrm.pipeline import Method, Stage, TrainedModel
 
-
-def _eval_config(r: SafePathRecipe) -> tuple:
-    return (r.eval, r.generation)
-
-
 METHOD = Method(
     name="safepath",
     recipe=SafePathRecipe,
@@ -36,25 +31,7 @@ METHOD = Method(
             lambda r: (r.train, primer_text(r.primer.file), r.generation.family),
             reads=("prompts", "retain"),
         ),
-        Stage(
-            "eval_base",
-            lambda ctx: baselines.evaluate(ctx, ctx.recipe.model, "base"),
-            _eval_config,
-        ),
-        Stage(
-            "eval_safepath",
-            lambda ctx: baselines.evaluate(ctx, str(ctx.path("train", "merged")), "SafePath"),
-            _eval_config,
-            reads=("train",),
-        ),
-        Stage(
-            "report",
-            lambda ctx: baselines.paired_report(
-                ctx, {"base": "eval_base", "SafePath": "eval_safepath"}
-            ),
-            lambda r: r.eval.judges,
-            reads=("eval_base", "eval_safepath"),
-        ),
+        *baselines.eval_stages("SafePath", "eval_safepath"),
     ),
     models=(TrainedModel("SafePath", "train", "merged"),),
 )

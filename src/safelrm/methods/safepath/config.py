@@ -36,7 +36,7 @@ class SafePathData(StrictModel):
 
 
 class PrimerSettings(StrictModel):
-    """``file``: the primer text (None = the shipped ``prompts/primer.txt``; ours, about 10 tokens
+    """``file``: the primer text (None = the shipped ``prompts/primer.txt``; ours, 9 tokens
     for SmolLM2's tokenizer; SafePath's is 8 tokens)."""
 
     file: str | None = None

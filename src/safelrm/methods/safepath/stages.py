@@ -89,7 +89,7 @@ def run_retain(ctx: StageContext) -> dict[str, Any]:
 
 def run_train(ctx: StageContext) -> dict[str, Any]:
     from safelrm.eval.runner import write_train_prompts
-    from safelrm.methods.baselines import reasoning_family
+    from safelrm.methods.baselines import reasoning_family, train_summary
     from safelrm.methods.safepath.trainer import train_safepath
     from safelrm.models import load_tokenizer
 
@@ -116,13 +116,4 @@ def run_train(ctx: StageContext) -> dict[str, Any]:
     ctx.log(f"{len(rows)} rows; primer {primer!r} after {family.reasoning_opener!r}")
     result = train_safepath(r.model, rows, r.train, ctx.dir)
     write_train_prompts(result.merged_dir, prompts)
-    losses = result.loss_history
-    return {
-        "rows": result.n_rows,
-        "primer": primer,
-        "steps": result.steps,
-        "seconds": round(result.seconds, 1),
-        "loss_first": losses[0] if losses else None,
-        "loss_last": losses[-1] if losses else None,
-        "merged": str(result.merged_dir),
-    }
+    return train_summary(result, primer=primer)

@@ -11,11 +11,6 @@ from safelrm.methods.star1.config import Star1Recipe
 from safelrm.methods.star1.stages import run_data, run_train
 from safelrm.pipeline import Method, Stage, TrainedModel
 
-
-def _eval_config(r: Star1Recipe) -> tuple:
-    return (r.eval, r.generation)
-
-
 METHOD = Method(
     name="star1",
     recipe=Star1Recipe,
@@ -23,23 +18,7 @@ METHOD = Method(
     stages=(
         Stage("data", run_data, lambda r: (r.data, r.eval.suite, r.eval.limit, r.sft.max_length)),
         Stage("train", run_train, lambda r: r.sft, reads=("data",)),
-        Stage(
-            "eval_base",
-            lambda ctx: baselines.evaluate(ctx, ctx.recipe.model, "base"),
-            _eval_config,
-        ),
-        Stage(
-            "eval_star1",
-            lambda ctx: baselines.evaluate(ctx, str(ctx.path("train", "merged")), "STAR-1"),
-            _eval_config,
-            reads=("train",),
-        ),
-        Stage(
-            "report",
-            lambda ctx: baselines.paired_report(ctx, {"base": "eval_base", "STAR-1": "eval_star1"}),
-            lambda r: r.eval.judges,
-            reads=("eval_base", "eval_star1"),
-        ),
+        *baselines.eval_stages("STAR-1", "eval_star1"),
     ),
     models=(TrainedModel("STAR-1", "train", "merged"),),
 )

@@ -109,6 +109,7 @@ def run_data(ctx: StageContext) -> dict[str, Any]:
 
 def run_train(ctx: StageContext) -> dict[str, Any]:
     from safelrm.eval.runner import write_train_prompts
+    from safelrm.methods.baselines import train_summary
     from safelrm.train import train_sft
 
     r = ctx.recipe
@@ -118,12 +119,4 @@ def run_train(ctx: StageContext) -> dict[str, Any]:
     ]
     result = train_sft(r.model, None, rows, r.sft, ctx.dir)
     write_train_prompts(result.merged_dir, prompts)
-    losses = result.loss_history
-    return {
-        "rows": result.n_rows,
-        "steps": result.steps,
-        "seconds": round(result.seconds, 1),
-        "loss_first": losses[0] if losses else None,
-        "loss_last": losses[-1] if losses else None,
-        "merged": str(result.merged_dir),
-    }
+    return train_summary(result)
