@@ -16,6 +16,7 @@ from. Each method declares its models (``Method.models`` in ``safelrm.pipeline``
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -235,11 +236,8 @@ def compare_folders(
 
 
 def _relative(folder: Path, base: Path) -> str:
-    """``folder`` relative to ``base`` where it lies below it (``safelrm view`` reads it)."""
-    try:
-        return str(folder.resolve().relative_to(base.resolve()))
-    except ValueError:
-        return str(folder.resolve())
+    """``folder`` relative to ``base`` (``safelrm view`` reads it; the run can be moved)."""
+    return os.path.relpath(folder.resolve(), base.resolve())
 
 
 def read_compare(out_dir: str | Path) -> dict[str, Any]:
