@@ -174,3 +174,17 @@ def test_compare_on_the_tiny_model_caches_per_model(tmp_path, tiny_model_dir, sh
     assert all(p["prompt"] and len(p["by"]) == 3 for p in view["prompts"])
     with pytest.raises(SafelrmError, match="--reference 'x'"):
         run_compare(models, str(suite), "keyword", out, reference="x", progress=False)
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from safelrm.cli import app
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["compare", "default", "--out", str(tmp_path / "c")])
+    assert result.exit_code == 2 and "compare needs at least two models" in result.output
+    result = runner.invoke(app, ["compare", "a=default", "a=default", "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "same label 'a'" in result.output
+    result = runner.invoke(app, ["view", str(tmp_path / "nope")])
+    assert result.exit_code == 2 and "not a folder" in result.output
