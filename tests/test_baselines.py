@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from safelrm.eval.compare import resolve_spec
+from safelrm.eval.viewer import build_view_data
 from safelrm.io import read_json, read_jsonl
 from safelrm.pipeline import get_method, load_recipe, run_recipe
 
@@ -145,6 +146,8 @@ def test_safepath_end_to_end(tiny_model_dir, shared_data, tmp_path):
     assert report["prompts"]["summary"] == {"trigger": 5, "retain": 3, "dropped_overlap": 0}
     assert report["train"]["summary"]["rows"] == 8
     assert read_json(tmp_path / "report" / "compare.json")["reference"] == "base"
+    view = build_view_data(tmp_path / "report")  # model folders are the eval stages beside it
+    assert view["models"] == ["base", "SafePath"] and len(view["prompts"]) == 6
     spec = resolve_spec(f"sp={tmp_path}")
     assert (spec.label, Path(spec.model).name) == ("sp", "merged")
     # unchanged rerun: every stage skipped
