@@ -188,3 +188,13 @@ def test_cli_errors_are_one_line(tmp_path):
     assert result.exit_code == 2 and "same label 'a'" in result.output
     result = runner.invoke(app, ["view", str(tmp_path / "nope")])
     assert result.exit_code == 2 and "not a folder" in result.output
+
+
+def test_every_method_declares_its_final_model_in_one_of_its_stages():
+    from safelrm.pipeline import get_method, list_methods
+
+    for name in list_methods():
+        method = get_method(name)
+        stages = {s.name for s in method.stages}
+        assert method.models, f"{name} declares no trained model"
+        assert all(m.stage in stages for m in method.models), name
