@@ -301,11 +301,14 @@ def _register_subapps() -> None:
 
     from safelrm.data.cli import app as data_app
     from safelrm.eval.cli import eval_command
+    from safelrm.eval.compare_cli import compare_command, view_command
     from safelrm.judges.cli import app as judge_app
     from safelrm.pipeline import list_methods
     from safelrm.train.cli import app as train_app
 
     app.command("eval")(eval_command)
+    app.command("compare")(compare_command)
+    app.command("view")(view_command)
     app.add_typer(data_app, name="data", help="Benchmarks, training sets, attacks, overlap.")
     app.add_typer(judge_app, name="judge", help="Judges: train, validate, run on records.")
     app.add_typer(train_app, name="train", help="SFT and DPO on rows (TRL + PEFT).")

@@ -98,11 +98,25 @@ class Stage:
 
 
 @dataclass(frozen=True)
+class TrainedModel:
+    """A model a method's run produces: ``label`` (a column in comparisons, e.g. ``ST-D``), the
+    ``stage`` that writes it, and ``path`` inside that stage's folder: a model folder, or a JSON
+    file whose ``"model"`` names one (e.g. ``model.json``)."""
+
+    label: str
+    stage: str
+    path: str
+
+
+@dataclass(frozen=True)
 class Method:
     name: str
     recipe: type[Recipe]
     stages: tuple[Stage, ...]
     describe: str = ""
+    # The trained models of a run, in order; the last is the method's final model (what
+    # `safelrm compare RUN_DIR` evaluates).
+    models: tuple[TrainedModel, ...] = ()
 
 
 @dataclass

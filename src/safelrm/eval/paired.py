@@ -9,48 +9,15 @@ on the discordant prompts (``safelrm.eval.stats``). The rows' ``id`` is the requ
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from safelrm.eval.metrics import (
-    HARMFUL_KINDS,
-    EvalRow,
-    _answers_refusal,
-    _verdict,
-    benchmark_group,
-    is_harmful,
-    is_refusal,
-)
+from safelrm.eval.metrics import EvalRow, benchmark_group, outcomes
 from safelrm.eval.stats import PairedComparison, paired_comparison
 
 PAIRED_METRICS = ("answer_asr", "reasoning_harm", "over_refusal", "math_accuracy")
 JUDGE_FREE = ("math_accuracy",)
-
-
-def _harm(part: str) -> Callable[[EvalRow, str], bool | None]:
-    def flag(row: EvalRow, judge: str) -> bool | None:
-        return is_harmful(_verdict(row, judge, part)) if row.kind in HARMFUL_KINDS else None
-
-    return flag
-
-
-def _refusal(row: EvalRow, judge: str) -> bool | None:
-    v = _verdict(row, judge, "answer")
-    return is_refusal(v) if row.kind == "benign" and _answers_refusal(v) else None
-
-
-def _math(row: EvalRow, judge: str) -> bool | None:
-    return row.math_correct if row.kind == "math" else None
-
-
-# One row's outcome for a metric, as metrics.py counts it; None = not in the metric or unread.
-OUTCOME: dict[str, Callable[[EvalRow, str], bool | None]] = {
-    "answer_asr": _harm("answer"),
-    "reasoning_harm": _harm("reasoning"),
-    "over_refusal": _refusal,
-    "math_accuracy": _math,
-}
 
 
 def as_rows(rows: Iterable[EvalRow | dict[str, Any]]) -> list[EvalRow]:
@@ -73,12 +40,12 @@ def paired_metric(
     seed: int = 0,
 ) -> PairedComparison:
     """``metric`` of ``b`` minus that of ``a`` on the prompts both answered (see module doc)."""
-    if metric not in OUTCOME:
-        raise ValueError(f"unknown paired metric '{metric}' (known: {', '.join(OUTCOME)})")
-    outcome = OUTCOME[metric]
-    pairs = [(outcome(x, judge), outcome(y, judge)) for x, y in pair_rows(a, b)]
-    pairs = [(x, y) for x, y in pairs if x is not None and y is not None]
-    return paired_comparison([x for x, _ in pairs], [y for _, y in pairs], seed=seed)
+    if metric not in PAIRED_METRICS:
+        raise ValueError(f"unknown paired metric '{metric}' (known: {', '.join(PAIRED_METRICS)})")
+    a_flags = outcomes(as_rows(a), metric, judge)
+    b_flags = outcomes(as_rows(b), metric, judge)
+    ids = [i for i, x in a_flags.items() if x is not None and b_flags.get(i) is not None]
+    return paired_comparison([a_flags[i] for i in ids], [b_flags[i] for i in ids], seed=seed)
 
 
 def benchmark_groups(rows: Sequence[EvalRow]) -> dict[str, list[str]]:

@@ -19,12 +19,13 @@ from safelrm.methods.ipo.stages import (
     run_train,
     run_train_ablations,
 )
-from safelrm.pipeline import Method, Stage
+from safelrm.pipeline import Method, Stage, TrainedModel
 
 METHOD = Method(
     name="ipo",
     recipe=IPORecipe,
     describe="Intervened Preference Optimization (safety triggers at compliance cues + DPO)",
+    models=(TrainedModel("IPO", "train", "merged"),),
     stages=(
         Stage(
             "rollouts",

@@ -19,7 +19,7 @@ from safelrm.methods.presafe.stages import (
     run_teacher,
     run_train,
 )
-from safelrm.pipeline import Method, Stage
+from safelrm.pipeline import Method, Stage, TrainedModel
 
 
 def _teacher_config(r: PreSafeRecipe) -> dict:
@@ -36,6 +36,7 @@ METHOD = Method(
     name="presafe",
     recipe=PreSafeRecipe,
     describe="CoT-off teacher -> classifier soft labels -> SFT with a pre-reasoning safety head",
+    models=(TrainedModel("PreSafe", "train", "merged"),),
     stages=(
         Stage("teacher", run_teacher, _teacher_config),
         Stage(

@@ -21,7 +21,7 @@ from safelrm.methods.safe_trigger import stages
 from safelrm.methods.safe_trigger.evaluation import suite_fingerprint
 from safelrm.methods.safe_trigger.recipe import SafeTriggerRecipe
 from safelrm.methods.safe_trigger.templates import prompt_file_text
-from safelrm.pipeline import Method, Stage
+from safelrm.pipeline import Method, Stage, TrainedModel
 
 
 def _gen(r: SafeTriggerRecipe) -> dict[str, Any]:
@@ -36,6 +36,7 @@ METHOD = Method(
     name="safe_trigger",
     recipe=SafeTriggerRecipe,
     describe=__doc__ or "",
+    models=(TrainedModel("ST-S", "sft", "model.json"), TrainedModel("ST-D", "dpo", "model.json")),
     stages=(
         Stage("prompts", stages.run_prompts, lambda r: [r.data, suite_fingerprint(r.eval.suite)]),
         Stage("pass1", stages.run_pass1, lambda r: [r.pass1, r.data_judges, _gen(r)], ("prompts",)),
