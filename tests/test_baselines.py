@@ -17,7 +17,7 @@ SUITE = Path(__file__).parent / "fixtures" / "presafe" / "tiny-suite.yaml"
 RECIPES = Path(__file__).parent.parent / "recipes"
 TRAIN = {
     "max_steps": 2,
-    "per_device_batch_size": 2,
+    "per_device_train_batch_size": 2,
     "max_length": 512,
     "lora": {"r": 4, "alpha": 8},
 }

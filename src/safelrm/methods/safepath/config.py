@@ -55,6 +55,6 @@ class SafePathRecipe(Recipe):
     retain: RetainSettings = Field(default_factory=RetainSettings)
     train: SFTSettings = Field(
         default_factory=lambda: SFTSettings(
-            learning_rate=2e-4, max_steps=24, per_device_batch_size=4, max_length=256
+            learning_rate=2e-4, max_steps=24, per_device_train_batch_size=4, max_length=256
         )
     )

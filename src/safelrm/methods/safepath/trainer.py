@@ -80,7 +80,7 @@ def train_safepath(
 ) -> TrainResult:
     """LoRA/full SFT on trigger + retain rows; writes ``adapter/``, ``merged/`` and
     ``train_log.json`` into ``out_dir``."""
-    model, tokenizer = load_for_training(model, None, settings.dtype)
+    model, tokenizer = load_for_training(model, None, settings)
     return run_training(
         "sft", build_safepath_trainer, model, tokenizer, rows, settings, Path(out_dir), True
     )

@@ -32,6 +32,6 @@ class Star1Recipe(Recipe):
     data: Star1Data = Field(default_factory=Star1Data)
     sft: SFTSettings = Field(
         default_factory=lambda: SFTSettings(
-            learning_rate=2e-4, max_steps=32, per_device_batch_size=2, max_length=384
+            learning_rate=2e-4, max_steps=32, per_device_train_batch_size=2, max_length=384
         )
     )
