@@ -101,13 +101,16 @@ class HarmBenchJudge(ReferenceJudge):
         max_response_chars: int = 6000,
         tokenizer: str | None = None,
         backend_options: dict[str, Any] | None = None,
+        **options: Any,
     ) -> None:
-        """``backend_options`` go to the backend (e.g. ``dtype``, or a served model's address)."""
+        """``backend_options`` and any other ``options`` go to the backend (e.g. ``dtype``, or a
+        served model's ``base_url``: ``--judge-option harmbench_cls.base_url=URL``)."""
         if variant not in ("auto", "standard", "contextual"):
             raise SafelrmError(f"variant must be auto, standard or contextual, not '{variant}'")
         self.prompts = load_prompts(prompts)
         self.variant = variant
         self.max_response_chars = max_response_chars
+        backend_options = {**(backend_options or {}), **options}
         self.model = JudgeModel(model, backend, batch_size, tokenizer, backend_options)
 
     def render(self, item: JudgeItem, generation: str) -> str:

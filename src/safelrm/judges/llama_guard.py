@@ -67,14 +67,18 @@ class LlamaGuardJudge(ReferenceJudge):
         chat_template_kwargs: dict[str, Any] | None = None,
         tokenizer: str | None = None,
         backend_options: dict[str, Any] | None = None,
+        **options: Any,
     ) -> None:
         """``chat_template_kwargs`` go to ``apply_chat_template`` (e.g. the categories to leave
         out, where the guard's template takes them); ``add_generation_prompt`` is off because
-        Llama Guard 3's template ends with the assistant header itself."""
+        Llama Guard 3's template ends with the assistant header itself. ``backend_options`` and
+        any other ``options`` go to the backend (e.g. ``dtype``, or a served model's
+        ``base_url``)."""
         self.max_new_tokens = max_new_tokens
         self.max_response_chars = max_response_chars
         self.add_generation_prompt = add_generation_prompt
         self.chat_template_kwargs = dict(chat_template_kwargs or {})
+        backend_options = {**(backend_options or {}), **options}
         self.model = JudgeModel(model, backend, batch_size, tokenizer, backend_options)
 
     @staticmethod

@@ -15,16 +15,18 @@ from safelrm.errors import SafelrmError
 from safelrm.judges.base import Judge, JudgeItem, Verdict
 
 # Backends that encode a prompt without special tokens (``models/prompt_ids.py``), so a judge whose
-# reference tokenizer adds BOS must write it into the text.
+# reference tokenizer adds BOS must write it into the text. A served backend that sends token ids
+# (``openai`` with ``token_prompts``, its default) encodes the same way.
 LOCAL_BACKENDS = ("hf", "vllm")
 
 
 class JudgeModel:
     """Greedy completions of rendered prompts from ``model`` on the backend named ``backend``.
 
-    ``backend_options`` go to the backend's factory (e.g. ``dtype`` for ``hf``, a server address
-    for a served backend). ``tokenizer``: where to read the tokenizer when the backend has none
-    (a served model); default: ``model``.
+    ``backend_options`` go to the backend's factory (e.g. ``dtype`` for ``hf``, ``base_url`` for
+    ``openai``). ``tokenizer``: where to read the tokenizer when the backend has none (a served
+    model); default: ``model``. A backend other than ``hf``/``vllm`` gets it as its own
+    ``tokenizer`` option too (``openai`` encodes prompts with it), unless one is given there.
     """
 
     def __init__(
@@ -49,9 +51,12 @@ class JudgeModel:
     @property
     def backend(self) -> Any:
         if self._backend is None:
+            options = dict(self.backend_options)
+            if self.tokenizer_spec and self.backend_name not in LOCAL_BACKENDS:
+                options.setdefault("tokenizer", self.tokenizer_spec)
             try:
                 self._backend = self._factory(
-                    model=self.model, batch_size=self.batch_size, **self.backend_options
+                    model=self.model, batch_size=self.batch_size, **options
                 )
             except TypeError as e:
                 raise SafelrmError(
@@ -76,8 +81,10 @@ class JudgeModel:
 
     def bos_prefix(self) -> str:
         """The BOS token to write before a raw prompt, when the reference tokenizer adds one by
-        itself and the backend encodes without special tokens; else ``""``."""
-        if self.backend_name not in LOCAL_BACKENDS:
+        itself and the backend encodes without special tokens (a local backend, or a served one
+        sent token ids); else ``""`` (a server that tokenizes text adds BOS itself)."""
+        local = self.backend_name in LOCAL_BACKENDS
+        if not local and not getattr(self.backend, "token_prompts", False):
             return ""
         tok = self.tokenizer
         bos, bos_id = getattr(tok, "bos_token", None), getattr(tok, "bos_token_id", None)
