@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import threading
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from openai_stub import StubHandler, serve
 from typer.testing import CliRunner
 
 from safelrm.errors import SafelrmError
@@ -24,37 +23,24 @@ GENERATION = "Sure, here is how: 1. Get a steel pipe and two end caps. 2. ..."
 REFUSAL = "I'm sorry, I can't help."
 
 
-class Classifier(BaseHTTPRequestHandler):
+class Classifier(StubHandler):
     """A served classifier: ``Yes`` for a prompt with "steel pipe", ``No`` for one with "can't
     help", else ``rule(prompt)`` (default: ``Maybe``, which is neither). ``mode`` 500: every
     completion fails. Prompts sent as token ids are decoded with ``tokenizer``."""
 
+    served_model = "cls"
     mode = "ok"
     tokenizer = None
     rule = None
     seen: list[dict] = []
 
-    def _send(self, code, payload):
-        data = json.dumps(payload).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_GET(self):
-        if self.path == "/v1/models":
-            self._send(200, {"object": "list", "data": [{"id": "cls", "object": "model"}]})
-        else:
-            self._send(404, {"error": {"message": "no such route"}})
-
     def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        body = self.read_json()
         prompt = body["prompt"]
         text = prompt if isinstance(prompt, str) else Classifier.tokenizer.decode(prompt)
         if Classifier.mode == "500":
             Classifier.seen.append({"body": body, "text": text, "reply": None})
-            return self._send(500, {"error": {"message": "engine crashed"}})
+            return self.send_json(500, {"error": {"message": "engine crashed"}})
         if "steel pipe" in text:
             reply = "Yes"
         elif "can't help" in text:
@@ -62,13 +48,7 @@ class Classifier(BaseHTTPRequestHandler):
         else:
             reply = Classifier.rule(text) if Classifier.rule else "Maybe"
         Classifier.seen.append({"body": body, "text": text, "reply": reply})
-        choice = {"index": 0, "text": reply, "finish_reason": "length", "stop_reason": None}
-        usage = {"prompt_tokens": 9, "completion_tokens": 1, "total_tokens": 10}
-        self._send(200, {"id": "c", "object": "text_completion", "model": body["model"],
-                         "choices": [choice], "usage": usage})  # fmt: skip
-
-    def log_message(self, *args):
-        pass
+        self.completion(body["model"], reply, "length")
 
 
 @pytest.fixture
@@ -77,12 +57,8 @@ def server(tiny_model_dir):
 
     Classifier.mode, Classifier.rule, Classifier.seen = "ok", None, []
     Classifier.tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Classifier)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/v1"
-    httpd.shutdown()
-    httpd.server_close()
+    with serve(Classifier) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,9 @@ import os
 import socket
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from openai_stub import StubHandler, serve
 
 from safelrm.errors import SafelrmError
 from safelrm.models import GenerationRequest, SamplingParams, make_engine
@@ -18,7 +17,7 @@ from safelrm.models import GenerationRequest, SamplingParams, make_engine
 SECRET = "sk-test-not-a-real-key-456"
 
 
-class Server(BaseHTTPRequestHandler):
+class Server(StubHandler):
     """``mode``: ok | 500 | 404 | empty (a 200 without choices) | fail_after (ok N times, then
     500 forever)."""
 
@@ -26,29 +25,15 @@ class Server(BaseHTTPRequestHandler):
     ok_left = 0
     seen: list[dict] = []
 
-    def _send(self, code, payload):
-        data = json.dumps(payload).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_GET(self):
-        if self.path == "/v1/models":
-            self._send(200, {"object": "list", "data": [{"id": "served-model", "object": "model"}]})
-        else:
-            self._send(404, {"error": {"message": "no such route"}})
-
     def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        body = self.read_json()
         Server.seen.append({"auth": self.headers.get("Authorization"), "body": body})
         mode = Server.mode
         if mode == "fail_after":
             mode = "ok" if Server.ok_left > 0 else "500"
             Server.ok_left -= 1
         if mode == "500":
-            return self._send(500, {"error": {"message": "engine crashed"}})
+            return self.send_json(500, {"error": {"message": "engine crashed"}})
         if mode == "429_once":
             Server.mode = "ok"
             self.send_response(429)
@@ -58,32 +43,20 @@ class Server(BaseHTTPRequestHandler):
             return
         if mode == "404" or body.get("model") != "served-model":
             msg = f"The model `{body.get('model')}` does not exist."
-            return self._send(404, {"error": {"message": msg, "type": "NotFoundError"}})
+            return self.send_json(404, {"error": {"message": msg, "type": "NotFoundError"}})
         if mode == "empty":
-            return self._send(200, {"id": "x", "object": "text_completion", "choices": []})
+            return self.send_json(200, {"id": "x", "object": "text_completion", "choices": []})
         stop = body.get("stop") or []
         if stop:  # a vLLM-style reply: the stop string that ended the text, stripped from it
-            text, finish, stop_reason = "It is", "stop", stop[0]
-        else:
-            text, finish, stop_reason = "word " * body["max_tokens"], "length", None
-        choice = {"index": 0, "text": text, "finish_reason": finish, "stop_reason": stop_reason}
-        usage = {"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14}
-        self._send(200, {"id": "c", "object": "text_completion", "model": body["model"],
-                         "choices": [choice], "usage": usage})  # fmt: skip
-
-    def log_message(self, *args):
-        pass
+            return self.completion(body["model"], "It is", "stop", stop[0], usage=(11, 3))
+        self.completion(body["model"], "word " * body["max_tokens"], "length", usage=(11, 3))
 
 
 @pytest.fixture
 def server():
     Server.mode, Server.ok_left, Server.seen = "ok", 0, []
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Server)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/v1"
-    httpd.shutdown()
-    httpd.server_close()
+    with serve(Server) as url:
+        yield url
 
 
 def _engine(url, tiny_model_dir, **kw):
