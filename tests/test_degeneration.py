@@ -10,14 +10,8 @@ import torch
 
 from safelrm.eval.degeneration import block_state, degeneration, is_degenerate
 from safelrm.eval.metrics import EvalRow, asr_outcomes, safe_block_rates
-from safelrm.models.engine import (
-    Completion,
-    CompletionResult,
-    Engine,
-    GenerationRequest,
-    SamplingParams,
-    cut_repeats,
-)
+from safelrm.models.backend import Completion, CompletionResult, cut_repeats
+from safelrm.models.engine import Engine, GenerationRequest, SamplingParams
 
 LOOP = "<safe>\n<safe>\n<safe>\n<safe>\n<safe>"
 BLOCK = (

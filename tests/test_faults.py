@@ -180,7 +180,7 @@ def test_eval_excludes_a_failed_row_from_metrics_visibly(tmp_path, tiny_model_di
 
 
 def test_progress_counts_prompts_not_phases():
-    from safelrm.models.engine import _Progress
+    from safelrm.models.progress import GenerationProgress as _Progress
 
     with _Progress(3, "x", enabled=True) as bar:
         bar.reasoning_step(3, 10)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from safelrm.models.engine import Completion
+from safelrm.models.backend import Completion
 from safelrm.models.loading import load_tokenizer
 from safelrm.models.prompt_ids import encode_prompt
 

@@ -37,7 +37,7 @@ class JudgeModel:
         tokenizer: str | None = None,
         backend_options: dict[str, Any] | None = None,
     ) -> None:
-        from safelrm.models.engine import get_backend_factory
+        from safelrm.models.backend import get_backend_factory
 
         self.model = model
         self.backend_name = backend
@@ -95,7 +95,7 @@ class JudgeModel:
 
     def complete(self, texts: list[str], max_new_tokens: int) -> list[str]:
         """Greedy continuations of ``texts`` (special tokens skipped, as the backends decode)."""
-        from safelrm.models.engine import Completion
+        from safelrm.models.backend import Completion
 
         if not texts:
             return []

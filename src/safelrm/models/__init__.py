@@ -1,13 +1,7 @@
 """Generation backends and model loading (backends are imported when first used)."""
 
-from safelrm.models.engine import (
-    Engine,
-    GenerationRequest,
-    Record,
-    SamplingParams,
-    list_backends,
-    make_engine,
-)
+from safelrm.models.backend import list_backends
+from safelrm.models.engine import Engine, GenerationRequest, Record, SamplingParams, make_engine
 from safelrm.models.loading import LoadedModel, load_model, load_tokenizer, resolve_model
 
 __all__ = [

@@ -6,198 +6,39 @@ the tag and writes the answer. Requests with ``cot=False`` skip phase 1 (the fam
 prefill is used). A request may carry an assistant ``prefix`` to continue from: partial
 reasoning, or reasoning plus ``</think>`` and the start of an answer.
 
-Reliability. A stored record is reused only when its request content (messages, prefix, CoT,
-sampling: :func:`content_hash`) equals the new request's; otherwise it is regenerated. A row that
-fails (a tokenizer error, a backend error isolated by retrying its batch row by row, a prompt
-longer than the model's context) becomes an *error record* (``error`` set, empty answer): the
-rest of the batch and the run go on, and a rerun retries error records.
+A stored record is reused only when its content hash (``requests.content_hash``) matches. A row
+that fails (tokenizer error, backend error isolated by retrying its batch row by row, prompt over
+the context) becomes an *error record* (``error`` set): the run goes on; a rerun retries it.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-import importlib
-import json
 import logging
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
-from pydantic import BaseModel, Field
-
-from safelrm.config import StrictModel
+from safelrm.models.backend import (
+    Backend,
+    Completion,
+    CompletionResult,
+    get_backend_factory,
+    guard_repeats,
+)
+from safelrm.models.progress import GenerationProgress
+from safelrm.models.requests import (
+    GenerationRequest,
+    Record,
+    SamplingParams,
+    content_hash,
+    record_key,
+    stored_hash,
+)
 from safelrm.reasoning import ReasoningFamily, detect_family, get_family
 from safelrm.store import RecordStore
 
 logger = logging.getLogger(__name__)
-
-
-class SamplingParams(StrictModel):
-    temperature: float = Field(0.0, ge=0.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    max_new_tokens: int = Field(256, ge=1, description="answer budget (tokens)")
-    max_reasoning_tokens: int = Field(256, ge=1, description="reasoning budget (tokens)")
-    n: int = Field(1, ge=1)
-    seed: int = 0
-    stop: list[str] = Field(default_factory=list)
-    stop_repeats: dict[str, int] = Field(
-        default_factory=dict,
-        description="stop a row once a string has appeared this many times in the generated "
-        "text (finish 'repeated_tag'), e.g. {'<safe>': 3} against tag loops",
-    )
-
-
-class GenerationRequest(StrictModel):
-    id: str
-    messages: list[dict[str, str]]
-    prefix: str = ""
-    cot: bool = True
-    sampling: SamplingParams | None = None
-    meta: dict[str, Any] = Field(default_factory=dict)
-
-
-class Record(BaseModel):
-    id: str
-    sample: int
-    key: str
-    messages: list[dict[str, str]]
-    prompt: str
-    prefix: str
-    reasoning: str
-    answer: str
-    think_closed: bool
-    reasoning_finish: str | None
-    answer_finish: str
-    n_prompt_tokens: int
-    n_reasoning_tokens: int
-    n_answer_tokens: int
-    model: str
-    backend: str
-    family: str
-    cot: bool
-    sampling: dict[str, Any]
-    seconds: float
-    meta: dict[str, Any] = Field(default_factory=dict)
-    # why the row failed (then reasoning and answer are empty); None for a normal record
-    error: str | None = None
-    # prompt tokens cut to fit the model's context (``truncate_prompts``); 0 = untouched
-    truncated_tokens: int = 0
-    request_hash: str = ""
-
-    def completion(self) -> str:
-        """The full assistant text in the family's format."""
-        family = get_family(self.family)
-        return family.format_response(self.reasoning if self.cot else None, self.answer)
-
-
-def record_key(request_id: str, sample: int) -> str:
-    return f"{request_id}#{sample}"
-
-
-def content_hash(
-    messages: list[dict[str, str]], prefix: str, cot: bool, sampling: dict[str, Any]
-) -> str:
-    """What a record answers: the same id with other content is a different request."""
-    payload = json.dumps([messages, prefix, cot, sampling], sort_keys=True, default=str)
-    return hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()[:16]
-
-
-def stored_hash(rec: dict[str, Any]) -> str:
-    """The content hash of a stored record (computed for records written before it was kept)."""
-    return rec.get("request_hash") or content_hash(
-        rec.get("messages") or [], rec.get("prefix") or "", bool(rec.get("cot")), rec["sampling"]
-    )
-
-
-@dataclass
-class Completion:
-    """One raw completion job for a backend: continue ``text`` (a rendered prompt)."""
-
-    text: str
-    max_new_tokens: int
-    temperature: float
-    top_p: float
-    seed: int
-    stop: list[str]
-    stop_repeats: dict[str, int] = dataclasses.field(default_factory=dict)
-
-
-@dataclass
-class CompletionResult:
-    text: str
-    # "stop" (a stop string), "eos" (end of turn), "length" (budget), "repeated_tag"
-    finish: str
-    n_prompt_tokens: int
-    n_new_tokens: int
-    seconds: float
-
-
-class Backend(Protocol):
-    name: str
-    model_name: str
-    tokenizer: Any
-
-    def complete(
-        self, jobs: Sequence[Completion], on_batch: Callable[[int, int], None] | None = None
-    ) -> list[CompletionResult]:
-        """Run the jobs; ``on_batch(n_jobs_done, n_new_tokens)`` after every batch."""
-        ...
-
-
-_BACKENDS: dict[str, Callable[..., Backend]] = {}
-# Built-in backends register themselves when their module is imported, on first use.
-_BACKEND_MODULES = {
-    "hf": "safelrm.models.hf",
-    "vllm": "safelrm.models.vllm",
-    "openai": "safelrm.models.openai",
-}
-
-
-def register_backend(name: str) -> Callable[[Callable[..., Backend]], Callable[..., Backend]]:
-    def deco(factory: Callable[..., Backend]) -> Callable[..., Backend]:
-        _BACKENDS[name] = factory
-        return factory
-
-    return deco
-
-
-def list_backends() -> list[str]:
-    return sorted(set(_BACKENDS) | set(_BACKEND_MODULES))
-
-
-def get_backend_factory(name: str) -> Callable[..., Backend]:
-    from safelrm.errors import SafelrmError
-
-    if name not in _BACKENDS and name in _BACKEND_MODULES:
-        importlib.import_module(_BACKEND_MODULES[name])
-    if name not in _BACKENDS:
-        raise SafelrmError(f"unknown backend '{name}' (known: {', '.join(list_backends())})")
-    return _BACKENDS[name]
-
-
-def cut_repeats(text: str, limits: dict[str, int]) -> str | None:
-    """``text`` up to the end of the first string's ``n``-th occurrence, for the first string of
-    ``limits`` to reach its count; None when none does. Backends may stop such rows early; the
-    engine cuts every backend's text here, so the result does not depend on the backend."""
-    ends = []
-    for tag, n in limits.items():
-        pos = -1
-        for _ in range(n):
-            pos = text.find(tag, pos + 1)
-            if pos < 0:
-                break
-        if pos >= 0:
-            ends.append(pos + len(tag))
-    return text[: min(ends)] if ends else None
-
-
-def _guard(job: Completion, res: CompletionResult) -> CompletionResult:
-    cut = cut_repeats(res.text, job.stop_repeats) if job.stop_repeats else None
-    if cut is None:
-        return res
-    return dataclasses.replace(res, text=cut, finish="repeated_tag")
 
 
 def row_seed(seed: int, key: str, phase: int) -> int:
@@ -297,7 +138,7 @@ class Engine:
             if record_key(req.id, s) not in done
         ]
         fresh: dict[str, Record] = {}
-        with _Progress(len(rows), description, enabled=progress) as bar:
+        with GenerationProgress(len(rows), description, enabled=progress) as bar:
             for start in range(0, len(rows), self.chunk_size):
                 chunk = rows[start : start + self.chunk_size]
                 records = self._generate_chunk(chunk, bar)
@@ -412,7 +253,7 @@ class Engine:
             )
         return out
 
-    def _generate_chunk(self, rows: list[_Row], bar: _Progress) -> list[Record]:
+    def _generate_chunk(self, rows: list[_Row], bar: GenerationProgress) -> list[Record]:
         fam = self.family
         failed = [r for r in rows if r.error]
         rows = [r for r in rows if not r.error]
@@ -436,7 +277,7 @@ class Engine:
         ):
             if res is None:
                 continue
-            res = _guard(job, res)
+            res = guard_repeats(job, res)
             text = res.text
             r.think_closed = res.finish == "stop" and fam.think_close in text
             text = text.split(fam.think_close)[0] if r.think_closed else text
@@ -468,7 +309,7 @@ class Engine:
         for r, job, res in zip(rows, jobs, results, strict=True):
             if res is None:
                 continue
-            res = _guard(job, res)
+            res = guard_repeats(job, res)
             p = self._params(r.request)
             records.append(
                 Record(
@@ -527,55 +368,6 @@ class Engine:
             error=r.error,
             request_hash=r.request_hash,
         )
-
-
-class _Progress:
-    """A rich progress bar over prompts (a prompt counts when its answer is done), showing
-    finished prompts/s and tokens/s."""
-
-    def __init__(self, total: int, description: str, enabled: bool) -> None:
-        self.total, self.description, self.enabled = total, description, enabled and total > 0
-        self.tokens, self.answered, self.start = 0, 0, time.perf_counter()
-
-    def __enter__(self) -> _Progress:
-        if self.enabled:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-            )
-
-            self._bar = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[rate]}"),
-                TimeElapsedColumn(),
-            )
-            self._bar.start()
-            self._task = self._bar.add_task(self.description, total=self.total, rate="")
-        return self
-
-    def reasoning_step(self, n_done: int, n_tokens: int) -> None:
-        self._step(n_done, n_tokens, answered=0)
-
-    def answer_step(self, n_done: int, n_tokens: int) -> None:
-        self._step(n_done, n_tokens, answered=n_done)
-
-    def _step(self, n_done: int, n_tokens: int, answered: int) -> None:
-        self.tokens += n_tokens
-        self.answered += answered
-        if not self.enabled:
-            return
-        elapsed = max(time.perf_counter() - self.start, 1e-9)
-        rate = f"{self.answered / elapsed:.2f} prompts/s  {self.tokens / elapsed:.1f} tok/s"
-        self._bar.update(self._task, advance=answered, rate=rate)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.enabled:
-            self._bar.stop()
 
 
 def make_engine(

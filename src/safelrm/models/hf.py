@@ -22,7 +22,7 @@ from transformers import (
     StoppingCriteriaList,
 )
 
-from safelrm.models.engine import Completion, CompletionResult, cut_repeats, register_backend
+from safelrm.models.backend import Completion, CompletionResult, cut_repeats, register_backend
 from safelrm.models.loading import LoadedModel, load_model
 from safelrm.models.prefix_cache import Hit, PrefixCache, batch_layout, build_cache, row_entries
 from safelrm.models.prompt_ids import encode_prompt

@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from safelrm.errors import SafelrmError
-from safelrm.models.engine import Completion, CompletionResult, register_backend
+from safelrm.models.backend import Completion, CompletionResult, register_backend
 from safelrm.models.prompt_ids import encode_prompt
 
 

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from safelrm.errors import SafelrmError
-from safelrm.models.engine import Completion, CompletionResult, register_backend
+from safelrm.models.backend import Completion, CompletionResult, register_backend
 from safelrm.models.loading import load_tokenizer, resolve_model
 from safelrm.models.prompt_ids import encode_prompt
 

@@ -59,7 +59,7 @@ def continue_from_prefix(
     import torch
     from transformers import LogitsProcessorList
 
-    from safelrm.models.engine import Completion
+    from safelrm.models.backend import Completion
     from safelrm.models.hf import RowSampler
     from safelrm.models.prefix_cache import batch_layout
 
